@@ -1,0 +1,125 @@
+"""The ``earmark`` command line: ``earmark transcribe|tag FILE...`` and ``earmark serve``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .audio import AudioError
+from .pipeline import DEFAULT_TAG_RESOLUTION, load_model
+from .writers import FORMATS, render
+
+
+def top_k_value(text: str) -> int | None:
+    if text.lower() in ("all", "none"):
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("--top-k takes a positive number or 'all'")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, help="audio or video files")
+    parser.add_argument("--model", default="base", help="Whisper model name, .pt checkpoint or CTranslate2 directory (default: base)")
+    parser.add_argument("--head", default=None, help="tagging head: a checkpoint path, an official Whisper-AT .pth, or 'default'")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--top-k", type=top_k_value, default=5, help="tags per window, or 'all' (default: 5)")
+    parser.add_argument("--threshold", type=float, default=None, help="only tags at least this probable")
+    parser.add_argument("--tag-resolution", type=float, default=DEFAULT_TAG_RESOLUTION,
+                        help="tag window in seconds, a multiple of 0.4 (default: 10)")
+    parser.add_argument("--include", action="append", default=None, help="only this class (mid or name); repeatable")
+    parser.add_argument("--exclude", action="append", default=None, help="never this class (mid or name); repeatable")
+    parser.add_argument("--output-dir", "-o", type=Path, default=None, help="write FILE_STEM.FORMAT here instead of stdout")
+    parser.add_argument("--max-duration", type=float, default=None, help="refuse audio longer than this many seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="earmark", description="Transcripts and sound tags from one Whisper encoder pass.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log where weights come from and more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    transcribe = commands.add_parser("transcribe", help="transcript (and tags, with --head) of each file")
+    add_common(transcribe)
+    transcribe.add_argument("--language", default=None, help="spoken language code, e.g. en (default: detect)")
+    transcribe.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    transcribe.add_argument("--format", "-f", choices=FORMATS, default="txt")
+    transcribe.add_argument("--word-timestamps", action="store_true", help="time every word")
+    transcribe.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
+    transcribe.add_argument("--beam-size", type=int, default=None, help="beam search width (default: greedy)")
+
+    tag = commands.add_parser("tag", help="sound tags only (the decoder never runs)")
+    add_common(tag)
+    tag.add_argument("--format", "-f", choices=FORMATS, default="txt")
+
+    serve = commands.add_parser("serve", help="run the HTTP service (settings also from EARMARK_* variables)")
+    serve.add_argument("--host", default=None, help="address to listen on (EARMARK_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (EARMARK_PORT, default 8000)")
+    serve.add_argument("--model", default=None, help="Whisper model to serve (EARMARK_MODEL)")
+    serve.add_argument("--head", default=None, help="tagging head to serve (EARMARK_HEAD)")
+    serve.add_argument("--device", default=None, help="cpu or cuda (EARMARK_DEVICE)")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start the service. The flags become EARMARK_* settings; the app is found by name, so the
+    model package never imports the service package."""
+    import uvicorn
+
+    for flag, variable in (("host", "EARMARK_HOST"), ("port", "EARMARK_PORT"), ("model", "EARMARK_MODEL"),
+                           ("head", "EARMARK_HEAD"), ("device", "EARMARK_DEVICE")):
+        if getattr(args, flag) is not None:
+            os.environ[variable] = str(getattr(args, flag))
+    host = os.environ.get("EARMARK_HOST", "127.0.0.1")
+    port = int(os.environ.get("EARMARK_PORT", "8000"))
+    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_config=None)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "tag" and args.head is None:
+        print("earmark tag: needs a tagging head; pass --head PATH (or --head default where one is bundled)", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.model, head=args.head, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"earmark: {error}", file=sys.stderr)
+        return 2
+    if args.output_dir:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+
+    failures = 0
+    interactive = sys.stderr.isatty()
+    for path in tqdm(args.files, unit="file", disable=len(args.files) < 2 or not interactive):
+        options = dict(tag_resolution=args.tag_resolution, top_k=args.top_k, threshold=args.threshold,
+                       include=args.include, exclude=args.exclude, max_duration=args.max_duration, progress=interactive)
+        try:
+            if args.command == "tag":
+                result = model.tag(path, **options)
+            else:
+                result = model.transcribe(path, language=args.language, task=args.task, word_timestamps=args.word_timestamps,
+                                          initial_prompt=args.initial_prompt, beam_size=args.beam_size,
+                                          tags=model.head is not None, **options)
+        except (AudioError, FileNotFoundError, ValueError) as error:
+            print(f"earmark: {path}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        text = render(result, args.format)
+        if args.output_dir:
+            (args.output_dir / f"{path.stem}.{args.format}").write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""From pooled block outputs to tags over time windows of any multiple of 0.4 s."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from .backbone import FRAMES_PER_STEP, STEPS_PER_SECOND
+from .heads import LoadedHead
+from .labels import LabelSet
+from .results import Segment, TagLabel, TagWindow
+
+STEP_SECONDS = Fraction(2, 5)  # one pooled step is 0.4 s
+
+
+def steps_per_window(tag_resolution: float) -> int:
+    """Pooled steps in a tag window of ``tag_resolution`` seconds (exact: 4.4 s is 11 steps)."""
+    steps = Fraction(str(tag_resolution)) / STEP_SECONDS
+    if steps.denominator != 1 or steps <= 0:
+        raise ValueError(f"tag_resolution must be a positive multiple of 0.4 s (0.4, 0.8, ..., 4.4, 10.0); got {tag_resolution}")
+    return int(steps)
+
+
+@dataclass
+class LabelFilter:
+    """Which labels to report for a window: the ``top_k`` most probable (None: all) at or above
+    ``threshold``, restricted to ``include`` and never in ``exclude`` (mids or display names)."""
+
+    top_k: int | None = 5
+    threshold: float | None = None
+    include: Iterable[str] | None = None
+    exclude: Iterable[str] | None = None
+
+    def candidates(self, labels: LabelSet) -> np.ndarray:
+        allowed = set(labels.indices(self.include)) if self.include else set(range(len(labels)))
+        if self.exclude:
+            allowed -= set(labels.indices(self.exclude))
+        return np.array(sorted(allowed), dtype=np.int64)
+
+    def select(self, probabilities: np.ndarray, labels: LabelSet, candidates: np.ndarray) -> list[TagLabel]:
+        order = candidates[np.argsort(-probabilities[candidates], kind="stable")]
+        if self.threshold is not None:
+            order = order[probabilities[order] >= self.threshold]
+        if self.top_k is not None:
+            order = order[: self.top_k]
+        return [TagLabel(int(i), labels[int(i)].mid, labels[int(i)].name, float(probabilities[i])) for i in order]
+
+
+class TagStream:
+    """Collects pooled features window by window and scores every complete tag window.
+
+    Features past the real audio (the padding of the last 30 s window) never reach the head.
+    A tag window may straddle two 30 s windows: the leftover steps wait for the next batch.
+    """
+
+    def __init__(self, head: LoadedHead, tag_resolution: float, content_frames: int, duration: float):
+        self.head = head
+        self.steps = steps_per_window(tag_resolution)
+        self.total_steps = max(1, math.ceil(content_frames / FRAMES_PER_STEP))
+        self.duration = duration
+        self.seen_steps = 0
+        self.pending: torch.Tensor | None = None  # [L, t, D] steps not yet scored
+        self.scores: list[np.ndarray] = []
+
+    def add(self, pooled: torch.Tensor) -> None:
+        """Add a batch of windows' pooled features [B, L, 75, D], in order."""
+        batch, layers, steps, width = pooled.shape
+        series = pooled.permute(1, 0, 2, 3).reshape(layers, batch * steps, width)
+        series = series[:, : max(0, self.total_steps - self.seen_steps)]
+        self.seen_steps += series.shape[1]
+        if self.pending is not None:
+            series = torch.cat([self.pending, series], dim=1)
+        complete = series.shape[1] // self.steps * self.steps
+        if complete:
+            windows = series[:, :complete].reshape(layers, -1, self.steps, width).transpose(0, 1)
+            self.scores.append(self.head.probabilities(windows).float().cpu().numpy())
+        self.pending = series[:, complete:] if complete < series.shape[1] else None
+
+    def finish(self) -> np.ndarray:
+        """Score the last, shorter window; return [windows, classes] probabilities."""
+        if self.pending is not None and self.pending.shape[1]:
+            self.scores.append(self.head.probabilities(self.pending[None]).float().cpu().numpy())
+            self.pending = None
+        return np.concatenate(self.scores) if self.scores else np.zeros((0, len(self.head.card.labels)), np.float32)
+
+    def window_bounds(self, index: int) -> tuple[float, float]:
+        start = index * self.steps / STEPS_PER_SECOND
+        return round(start, 3), round(min(self.duration, (index + 1) * self.steps / STEPS_PER_SECOND), 3)
+
+
+def tag_windows(scores: np.ndarray, bounds: list[tuple[float, float]], labels: LabelSet, chosen: LabelFilter) -> list[TagWindow]:
+    candidates = chosen.candidates(labels)
+    return [TagWindow(start, end, chosen.select(row, labels, candidates)) for row, (start, end) in zip(scores, bounds)]
+
+
+def tag_segments(segments: list[Segment], scores: np.ndarray, bounds: list[tuple[float, float]],
+                 labels: LabelSet, chosen: LabelFilter) -> None:
+    """Give each segment the tags of the windows it overlaps, weighted by overlap."""
+    if not len(scores):
+        return
+    candidates = chosen.candidates(labels)
+    starts = np.array([b[0] for b in bounds])
+    ends = np.array([b[1] for b in bounds])
+    for segment in segments:
+        overlap = np.clip(np.minimum(ends, segment.end) - np.maximum(starts, segment.start), 0, None)
+        if overlap.sum() <= 0:
+            overlap = (starts <= segment.start).astype(float) * (ends >= segment.start)
+        if overlap.sum() <= 0:
+            continue
+        segment.tags = chosen.select(overlap @ scores / overlap.sum(), labels, candidates)

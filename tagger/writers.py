@@ -1,0 +1,113 @@
+"""Render results as txt, json, srt, vtt or tsv. Subtitles carry sound cues such as ``[Music]``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .results import TagResult, TagWindow, TranscriptionResult
+
+FORMATS = ("txt", "json", "srt", "vtt", "tsv")
+
+# Speech itself, and silence, are never shown as sound cues: the transcript already says it.
+NOT_CUES = {
+    "/m/09x0r", "/m/05zppz", "/m/02zsn", "/m/0ytgt", "/m/01h8n0", "/m/02qldy", "/m/0261r1", "/m/0brhx",
+    "/m/028v0c",
+}
+CUE_THRESHOLD = 0.5  # a non-speech class at least this probable in a window becomes a cue
+CUE_MAX_SPEECH = 0.5  # ... when transcript segments cover less than this share of the window
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    text: str
+
+
+def timestamp(seconds: float, separator: str = ".", always_hours: bool = False) -> str:
+    millis = int(round(seconds * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    hours_part = f"{hours:02d}:" if always_hours or hours else ""
+    return f"{hours_part}{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def cue_name(name: str) -> str:
+    """AudioSet display names are lists of synonyms ("Bark", "Male speech, man speaking"): take the first."""
+    return name.split(",")[0].strip()
+
+
+def sound_cues(result: TagResult, threshold: float = CUE_THRESHOLD) -> list[Cue]:
+    """Confident non-speech stretches, merged across neighbouring tag windows with the same sound."""
+    segments = result.segments if isinstance(result, TranscriptionResult) else []
+    cues: list[Cue] = []
+    for window in result.tags:
+        covered = sum(max(0.0, min(s.end, window.end) - max(s.start, window.start)) for s in segments)
+        if window.end <= window.start or covered / (window.end - window.start) >= CUE_MAX_SPEECH:
+            continue
+        label = next((lab for lab in window.labels if lab.mid not in NOT_CUES and lab.probability >= threshold), None)
+        if label is None:
+            continue
+        text = f"[{cue_name(label.name)}]"
+        if cues and cues[-1].text == text and abs(cues[-1].end - window.start) < 1e-6:
+            cues[-1].end = window.end
+        else:
+            cues.append(Cue(window.start, window.end, text))
+    return cues
+
+
+def window_text(window: TagWindow) -> str:
+    return ", ".join(f"{cue_name(lab.name)} {lab.probability:.2f}" for lab in window.labels)
+
+
+def subtitle_cues(result: TagResult) -> list[Cue]:
+    """What subtitles show: transcript segments plus sound cues, or for tags only every window's tags."""
+    if isinstance(result, TranscriptionResult):
+        cues = [Cue(s.start, s.end, s.text.strip()) for s in result.segments] + sound_cues(result)
+    else:
+        cues = [Cue(w.start, w.end, window_text(w)) for w in result.tags if w.labels]
+    return sorted(cues, key=lambda cue: (cue.start, cue.end))
+
+
+def render_srt(result: TagResult) -> str:
+    blocks = [
+        f"{n}\n{timestamp(c.start, ',', True)} --> {timestamp(c.end, ',', True)}\n{c.text}\n"
+        for n, c in enumerate(subtitle_cues(result), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def render_vtt(result: TagResult) -> str:
+    blocks = [f"{timestamp(c.start)} --> {timestamp(c.end)}\n{c.text}\n" for c in subtitle_cues(result)]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def render_tsv(result: TagResult) -> str:
+    """Milliseconds, like openai-whisper's tsv: start, end, text; for tags: start, end, mid, name, probability."""
+    if isinstance(result, TranscriptionResult):
+        rows = ["start\tend\ttext"] + [
+            f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.strip().replace(chr(9), ' ')}" for s in result.segments
+        ]
+    else:
+        rows = ["start\tend\tmid\tname\tprobability"] + [
+            f"{round(w.start * 1000)}\t{round(w.end * 1000)}\t{lab.mid}\t{lab.name}\t{lab.probability:.4f}"
+            for w in result.tags for lab in w.labels
+        ]
+    return "\n".join(rows) + "\n"
+
+
+def render_txt(result: TagResult) -> str:
+    if isinstance(result, TranscriptionResult):
+        return "".join(s.text.strip() + "\n" for s in result.segments)
+    return "".join(f"{timestamp(w.start)}-{timestamp(w.end)}\t{window_text(w)}\n" for w in result.tags)
+
+
+def render(result: TagResult, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
+    renderers = {"txt": render_txt, "srt": render_srt, "vtt": render_vtt, "tsv": render_tsv}
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return renderers[fmt](result)
