@@ -83,9 +83,9 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
-        return serve(args)
+        return serve(args)  # the service configures its own (JSON) logging
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "tag" and args.head is None:
         print("earmark tag: needs a tagging head; pass --head PATH (or --head default where one is bundled)", file=sys.stderr)
         return 2

@@ -176,6 +176,7 @@ class WindowDecoder:
             new_segments.append(
                 Segment(
                     id=len(self.segments) + len(new_segments),
+                    seek=piece["seek"],
                     start=round(start, 3),
                     end=round(end, 3),
                     text=piece["text"],

@@ -17,20 +17,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from whisper.audio import HOP_LENGTH
+from whisper.audio import HOP_LENGTH, N_FRAMES
 
 from .audio import SAMPLE_RATE, AudioSource, EmptyAudioError, load_audio
 from .backbone import Backbone, Encoded, log_mel
 from .decoding import DecodeSettings, WindowDecoder, detect_language_from_features
 from .heads import LoadedHead, check_backbone, load_head
 from .results import TagResult, TagWindow, TranscriptionResult
-from .tagging import LabelFilter, TagStream, tag_segments, tag_windows
+from .tagging import LabelFilter, TagStream, steps_per_window, tag_segments, tag_windows
 from .weights import ResolvedWeights, load_whisper
 
 log = logging.getLogger(__name__)
 
 NO_HEAD_NOTE = "no tagging head is loaded, so there are no sound tags; load one with load_model(..., head=PATH)"
 DEFAULT_TAG_RESOLUTION = 10.0  # seconds; the window length Whisper-AT heads were trained on
+SILENCE_DBFS = -60.0  # a window whose loudest 10 ms is quieter than this is not decoded
 
 
 def default_device() -> str:
@@ -138,8 +139,11 @@ class EarmarkModel:
         ``settings=None`` means tags only. The service uses jobs to batch windows of several
         requests into one encoder call; ``transcribe`` and ``tag`` run one job to the end.
         """
-        return AudioJob(self, load_audio(audio, max_duration=max_duration), settings, tags,
-                        tag_resolution, chosen or LabelFilter())
+        chosen = chosen or LabelFilter()
+        steps_per_window(tag_resolution)  # refuse a bad resolution before decoding any audio
+        if tags and self.head is not None:
+            chosen.candidates(self.head.card.labels)  # and unknown class names
+        return AudioJob(self, load_audio(audio, max_duration=max_duration), settings, tags, tag_resolution, chosen)
 
     def _run(self, audio: AudioSource, settings: DecodeSettings | None, want_tags: bool, tag_resolution: float,
              chosen: LabelFilter, max_duration: float | None, progress: bool) -> TranscriptionResult | TagResult:
@@ -151,6 +155,14 @@ class EarmarkModel:
                 job.accept(first, self.backbone.encode(job.windows(first, last)))
                 bar.update(last - first)
         return job.result()
+
+
+def silent_windows(samples: np.ndarray, n_windows: int) -> list[bool]:
+    """Which 30 s windows hold nothing louder than SILENCE_DBFS in any 10 ms frame."""
+    frames = samples[: len(samples) // HOP_LENGTH * HOP_LENGTH].reshape(-1, HOP_LENGTH)
+    loudness = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    floor = 10 ** (SILENCE_DBFS / 20)
+    return [not np.any(loudness[i * N_FRAMES : (i + 1) * N_FRAMES] >= floor) for i in range(n_windows)]
 
 
 class AudioJob:
@@ -167,6 +179,7 @@ class AudioJob:
         self.tag_resolution = tag_resolution
         self.duration = round(len(samples) / SAMPLE_RATE, 3)
         self.mel = log_mel(torch.from_numpy(samples), model.whisper.dims.n_mels, model.device)
+        self.silent = silent_windows(samples, self.mel.n_windows)
         head = model.head
         self.stream = TagStream(head, tag_resolution, self.mel.content_frames, self.duration) if want_tags and head else None
         self.decoder: WindowDecoder | None = None
@@ -191,11 +204,15 @@ class AudioJob:
             self.stream.add(encoded.pooled)
         if self.settings is not None:
             if self.decoder is None:
-                language = self.settings.language or detect_language_from_features(self.model.whisper, encoded.features[0])[0]
+                # the language of the first window with sound in it
+                audible = [i for i in range(len(encoded.features)) if not self.silent[first + i]] or [0]
+                language = self.settings.language or detect_language_from_features(
+                    self.model.whisper, encoded.features[audible[0]])[0]
                 self.decoder = WindowDecoder(self.model.whisper, self.settings, language)
             for offset, features in enumerate(encoded.features):
                 index = first + offset
-                self.decoder.add_window(index, features, self.mel.frames_in(index))
+                if not self.silent[index]:  # Whisper makes words up in digital silence ("you")
+                    self.decoder.add_window(index, features, self.mel.frames_in(index))
         self.next_window = first + len(encoded.features)
 
     def result(self) -> TranscriptionResult | TagResult:

@@ -20,7 +20,10 @@ STEP_SECONDS = Fraction(2, 5)  # one pooled step is 0.4 s
 
 def steps_per_window(tag_resolution: float) -> int:
     """Pooled steps in a tag window of ``tag_resolution`` seconds (exact: 4.4 s is 11 steps)."""
-    steps = Fraction(str(tag_resolution)) / STEP_SECONDS
+    try:
+        steps = Fraction(str(tag_resolution)) / STEP_SECONDS
+    except (ArithmeticError, ValueError):
+        steps = Fraction(0)
     if steps.denominator != 1 or steps <= 0:
         raise ValueError(f"tag_resolution must be a positive multiple of 0.4 s (0.4, 0.8, ..., 4.4, 10.0); got {tag_resolution}")
     return int(steps)
@@ -37,9 +40,13 @@ class LabelFilter:
     exclude: Iterable[str] | None = None
 
     def candidates(self, labels: LabelSet) -> np.ndarray:
-        allowed = set(labels.indices(self.include)) if self.include else set(range(len(labels)))
-        if self.exclude:
-            allowed -= set(labels.indices(self.exclude))
+        """Indices of the classes that may be reported; ValueError for a class the head does not know."""
+        try:
+            allowed = set(labels.indices(self.include)) if self.include else set(range(len(labels)))
+            if self.exclude:
+                allowed -= set(labels.indices(self.exclude))
+        except KeyError as error:
+            raise ValueError(error.args[0] if error.args else str(error)) from None
         return np.array(sorted(allowed), dtype=np.int64)
 
     def select(self, probabilities: np.ndarray, labels: LabelSet, candidates: np.ndarray) -> list[TagLabel]:

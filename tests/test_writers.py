@@ -15,7 +15,7 @@ BARK = TagLabel(74, "/m/05tny_", "Bark", 0.7)
 
 
 def segment(i: int, start: float, end: float, text: str) -> Segment:
-    return Segment(i, start, end, text, [], 0.0, -0.2, 1.2, 0.01)
+    return Segment(i, int(start // 30) * 3000, start, end, text, [], 0.0, -0.2, 1.2, 0.01)
 
 
 def result_with(tags: list[TagWindow], segments: list[Segment]) -> TranscriptionResult:

@@ -1,0 +1,368 @@
+"""Everything that runs off the event loop: model loading, upload decoding, and the batching worker.
+
+A request goes through three stages:
+
+1. ``Batcher.reserve()`` takes a place in the bounded queue (or raises ``QueueFull``: 503).
+2. ``Engine.decode()`` runs ``model.job(...)`` (audio decoding + log-mel) in a thread pool.
+3. ``Batcher.run()`` hands the job to the one worker thread and awaits its result.
+
+The worker keeps up to ``max_batch_size`` jobs active. Each step it takes windows from the active
+jobs in turn (round-robin, each job's next windows in order) until the batch holds
+``max_batch_size`` windows, waiting up to ``max_wait`` seconds for other requests when it has
+fewer; runs the encoder once over the whole batch; then hands each job its slice, which runs that
+job's decoder and tagging head. A job whose client left or whose deadline passed is dropped before
+its next window is encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from tagger.audio import SAMPLE_RATE
+from tagger.backbone import Encoded
+from tagger.pipeline import AudioJob, EarmarkModel, load_model
+
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("service.batching")
+
+T = TypeVar("T")
+POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
+
+
+class QueueFull(Exception):
+    """No place left in the queue."""
+
+
+class DeadlineExceeded(Exception):
+    """The request ran past its deadline."""
+
+
+class ClientGone(Exception):
+    """The client disconnected while its work waited or ran."""
+
+
+class Stopped(Exception):
+    """The worker shut down before the work finished."""
+
+
+@dataclass(eq=False)
+class Work:
+    """One request's job inside the batcher; ``future`` lives on the request's event loop."""
+
+    job: AudioJob
+    deadline: float  # time.monotonic()
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    request_id: str | None = None  # for the worker's log lines
+    abandoned: bool = False  # set by the request side: drop it, nobody waits for it
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Called from the worker thread: complete the future on its own loop."""
+
+        def apply() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        try:
+            self.loop.call_soon_threadsafe(apply)
+        except RuntimeError:  # the loop is closed: the server is gone
+            pass
+
+
+class Ticket:
+    """A place in the queue, from admission until the work is submitted (or given back)."""
+
+    def __init__(self, batcher: Batcher):
+        self._batcher = batcher
+        self.held = True
+
+    def cancel(self) -> None:
+        """Give the place back without submitting work; harmless once ``Batcher.run`` took it."""
+        if self.held:
+            self.held = False
+            self._batcher._unreserve()
+
+
+class Batcher:
+    """A bounded queue feeding one worker thread that batches encoder windows across requests."""
+
+    def __init__(self, model: EarmarkModel, *, max_batch_size: int, max_wait: float, queue_size: int,
+                 metrics: Metrics):
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self.queue_size = queue_size
+        self.metrics = metrics
+        self._cond = threading.Condition()
+        self._pending: deque[Work] = deque()
+        self._reserved = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="earmark-batcher", daemon=True)
+
+    # --- the request side (event loop) -------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Requests admitted and not yet taken up by the worker."""
+        return self._reserved + len(self._pending)
+
+    def full(self) -> bool:
+        return self.depth >= self.queue_size
+
+    def reserve(self) -> Ticket:
+        with self._cond:
+            if self._stopping:
+                raise Stopped("the server is shutting down")
+            if self.depth >= self.queue_size:
+                raise QueueFull(f"{self.depth} requests are already waiting (queue size {self.queue_size})")
+            self._reserved += 1
+            self.metrics.queue_depth.set(self.depth)
+        return Ticket(self)
+
+    def _unreserve(self) -> None:
+        with self._cond:
+            self._reserved -= 1
+            self.metrics.queue_depth.set(self.depth)
+
+    async def run(self, ticket: Ticket, job: AudioJob, deadline: float,
+                  disconnected: Callable[[], Awaitable[bool]], request_id: str | None = None) -> Any:
+        """Queue ``job`` on ``ticket``'s place and wait for its result, watching the deadline and the client."""
+        loop = asyncio.get_running_loop()
+        work = Work(job=job, deadline=deadline, future=loop.create_future(), loop=loop, request_id=request_id)
+        with self._cond:
+            if not ticket.held:
+                raise RuntimeError("the ticket was already used or cancelled")
+            if self._stopping:
+                raise Stopped("the server is shutting down")
+            ticket.held = False
+            self._reserved -= 1
+            self._pending.append(work)
+            self.metrics.queue_depth.set(self.depth)
+            self._cond.notify()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded()
+                done, _ = await asyncio.wait({work.future}, timeout=min(POLL_SECONDS, remaining))
+                if done:
+                    return work.future.result()
+                if await disconnected():
+                    raise ClientGone()
+        finally:
+            if not work.future.done():
+                self._abandon(work)
+
+    def _abandon(self, work: Work) -> None:
+        work.abandoned = True
+        work.future.cancel()
+        with self._cond:
+            if work in self._pending:
+                self._pending.remove(work)
+                self.metrics.dropped.labels("abandoned").inc()
+                self.metrics.queue_depth.set(self.depth)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            pending = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for work in pending:
+            work.settle(error=Stopped("the server is shutting down"))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- the worker thread -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        active: list[Work] = []
+        while True:
+            self.metrics.active_jobs.set(len(active))
+            with self._cond:
+                while not active and not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                self._admit(active)
+                self._wait_for_more(active)
+            active = [work for work in active if self._still_wanted(work)]
+            self.metrics.active_jobs.set(len(active))
+            if not active:
+                continue
+            try:
+                self._step(active)
+            except Exception as error:  # a bug here must not leave requests hanging
+                log.exception("a batching step failed")
+                for work in active:
+                    work.settle(error=error)
+                active = []
+        for work in active:
+            work.settle(error=Stopped("the server is shutting down"))
+
+    def _admit(self, active: list[Work]) -> None:
+        """Move queued work into the active set, up to one job per batch slot (lock held)."""
+        while self._pending and len(active) < self.max_batch_size:
+            active.append(self._pending.popleft())
+        self.metrics.queue_depth.set(self.depth)
+
+    def _wait_for_more(self, active: list[Work]) -> None:
+        """Micro-batching: give other requests up to ``max_wait`` to join a batch that is not full (lock held)."""
+        end = time.monotonic() + self.max_wait
+        while not self._stopping and len(active) < self.max_batch_size and windows_left(active) < self.max_batch_size:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+            self._admit(active)
+
+    def _still_wanted(self, work: Work) -> bool:
+        if work.abandoned:
+            self.metrics.dropped.labels("abandoned").inc()
+            return False
+        if time.monotonic() > work.deadline:
+            self.metrics.dropped.labels("deadline").inc()
+            work.settle(error=DeadlineExceeded())
+            return False
+        return True
+
+    def plan(self, active: list[Work]) -> list[tuple[Work, int, int]]:
+        """Round-robin over the active jobs, one window at a time: ``(work, first window, count)``."""
+        counts = {id(work): 0 for work in active}
+        room = self.max_batch_size
+        while room:
+            took = False
+            for work in active:
+                if room and work.job.next_window + counts[id(work)] < work.job.n_windows:
+                    counts[id(work)] += 1
+                    room -= 1
+                    took = True
+            if not took:
+                break
+        return [(work, work.job.next_window, counts[id(work)]) for work in active if counts[id(work)]]
+
+    def _step(self, active: list[Work]) -> None:
+        """One encoder call over a batch of windows, then each job's decoder and head on its slice."""
+        plan = self.plan(active)
+        try:
+            mel = torch.cat([work.job.windows(first, first + count) for work, first, count in plan])
+            started = time.perf_counter()
+            encoded = self.model.backbone.encode(mel)
+            self.metrics.encoder_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_windows.observe(len(mel))
+            self.metrics.batch_requests.observe(len(plan))
+        except Exception as error:  # fail these requests, keep the worker alive
+            log.exception("encoder call failed for a batch of %d requests", len(plan),
+                          extra={"request_ids": [work.request_id for work, _, _ in plan]})
+            for work, _, _ in plan:
+                work.settle(error=error)
+                active.remove(work)
+            return
+        offset = 0
+        for work, first, count in plan:
+            part = Encoded(features=encoded.features[offset:offset + count], pooled=encoded.pooled[offset:offset + count])
+            offset += count
+            if work.abandoned:
+                continue  # dropped on the next step
+            try:
+                work.job.accept(first, part)
+                if work.job.encoded_all:
+                    work.settle(result=work.job.result())
+                    active.remove(work)
+            except Exception as error:  # one request's failure must not stop the others
+                log.exception("decoding a request failed", extra={"request_id": work.request_id})
+                work.settle(error=error)
+                active.remove(work)
+
+
+def windows_left(active: list[Work]) -> int:
+    return sum(work.job.n_windows - work.job.next_window for work in active)
+
+
+class Engine:
+    """The served model and what runs it: loads in a background thread, then decodes and batches.
+
+    ``state`` is "loading", "ready" or "failed"; ``model`` and ``batcher`` are set once ready.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.state = "loading"
+        self.error: str | None = None
+        self.model: EarmarkModel | None = None
+        self.batcher: Batcher | None = None
+        self._closed = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="earmark-decode")
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def start_loading(self) -> None:
+        threading.Thread(target=self._load, name="earmark-load", daemon=True).start()
+
+    def _load(self) -> None:
+        settings = self.settings
+        try:
+            if settings.load_delay and self._closed.wait(settings.load_delay):
+                return
+            if settings.threads:
+                torch.set_num_threads(settings.threads)
+            started = time.perf_counter()
+            model = load_model(settings.model, head=settings.head, device=settings.device)
+            if settings.warmup:  # the first call pays for lazy setup (tokenizer, kernels): not a client
+                model.transcribe(np.zeros(SAMPLE_RATE, np.float32), language="en", temperature=0.0,
+                                 tags=model.head is not None)
+            batcher = Batcher(model, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000,
+                              queue_size=settings.queue_size, metrics=self.metrics)
+            if self._closed.is_set():
+                return
+            batcher.start()
+            self.model, self.batcher = model, batcher
+            self.state = "ready"
+            self.metrics.model_ready.set(1)
+            log.info("model ready", extra={"model": model.name, "head": model.head_name, "device": str(model.device),
+                                           "load_seconds": round(time.perf_counter() - started, 2)})
+        except Exception as error:  # reported through /readyz
+            self.error = f"{type(error).__name__}: {error}"
+            self.state = "failed"
+            log.exception("loading the model failed")
+
+    async def decode(self, function: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
+        """Run ``function`` (``model.job``: audio decoding + log-mel) in the decode thread pool."""
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded()
+        future = asyncio.wrap_future(self._pool.submit(function, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded() from None
+
+    def close(self) -> None:
+        self._closed.set()
+        if self.batcher is not None:
+            self.batcher.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)

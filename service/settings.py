@@ -1,0 +1,70 @@
+"""Service configuration: every setting is an ``EARMARK_*`` environment variable."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def comma_list(value: object) -> object:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; lists pass through; empty items are dropped."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Read once when the app is created. Sizes are in MB (10^6 bytes), times in seconds."""
+
+    model_config = SettingsConfigDict(env_prefix="EARMARK_", protected_namespaces=(), extra="ignore")
+
+    # The model
+    model: str = Field("base", description="Whisper model: a name (tiny.en, base, ...), a .pt checkpoint or a CTranslate2 directory")
+    head: str | None = Field(None, description="tagging head: a checkpoint path, an official Whisper-AT .pth, 'default', or unset")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (unset: cuda when available)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads for inference (unset: torch's default)")
+    load_delay: float = Field(0.0, ge=0, description="seconds to wait before loading the model (testing readiness only)")
+    warmup: bool = Field(True, description="run one second of silence through the model before reporting ready")
+
+    # Batching and back-pressure
+    max_batch_size: int = Field(8, ge=1, le=256, description="30 s windows per encoder call; 1 switches micro-batching off")
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a batch waits for windows of other requests")
+    queue_size: int = Field(64, ge=1, description="requests admitted and waiting for the model; beyond that: 503")
+    decode_threads: int = Field(2, ge=1, le=64, description="threads that decode uploads and compute log-mel")
+    request_timeout: float = Field(1800.0, gt=0, description="per-request deadline in seconds, upload excluded (504 past it)")
+
+    # Limits
+    max_upload_mb: float = Field(100.0, gt=0, description="largest request body in MB (413 beyond, checked while it streams in)")
+    max_duration: float | None = Field(7200.0, gt=0, description="longest audio in seconds (413 beyond); unset: no limit")
+
+    # Security
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False, description="comma-separated bearer keys; empty: no auth")
+    public_health: bool = Field(True, description="/healthz and /readyz answer without an API key")
+    public_metrics: bool = Field(True, description="/metrics answers without an API key")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma-separated allowed origins, or *")
+
+    # Server and logs
+    host: str = Field("127.0.0.1", description="address `earmark serve` listens on")
+    port: int = Field(8000, ge=0, le=65535, description="port `earmark serve` listens on")
+    log_level: str = Field("info", description="debug, info, warning, error")
+
+    _split_lists = field_validator("api_keys", "cors_origins", mode="before")(comma_list)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError("log_level must be debug, info, warning, error or critical")
+        return value
+
+    @field_validator("head", "device", "threads", "max_duration", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1_000_000)

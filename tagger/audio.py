@@ -1,0 +1,485 @@
+"""Audio input: decode anything FFmpeg can read to 16 kHz mono float32, in-process with PyAV.
+
+Sources may be a path, the encoded bytes, a binary file object (read from its current position),
+or a numpy array of samples that are already 16 kHz mono. Audio or video containers both work:
+the first audio stream is decoded and every other stream is skipped without being decoded.
+
+Decoding is streamed: each decoded frame is converted to 16 kHz mono at once, so memory holds the
+16 kHz output plus a few small buffers, never the source at its own rate and channel count. With
+``max_duration`` the decoding stops as soon as the output passes the limit.
+
+Every failure is an :class:`AudioError` with a short machine-readable ``code``; PyAV's own
+exceptions never escape. A path that does not exist raises the built-in ``FileNotFoundError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from typing import BinaryIO
+
+import av
+import av.error
+import av.logging
+import numpy as np
+
+__all__ = [
+    "SAMPLE_RATE",
+    "AudioError",
+    "AudioSource",
+    "AudioTooLongError",
+    "EmptyAudioError",
+    "UndecodableAudioError",
+    "audio_duration",
+    "load_audio",
+]
+
+SAMPLE_RATE = 16000
+
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray
+
+# Output this much past max_duration is tolerated (resampler rounding), in samples: 1 ms.
+_DURATION_SLACK = SAMPLE_RATE // 1000
+# Most channels a 2-D numpy array may have on its channel axis.
+_MAX_ARRAY_CHANNELS = 64
+# Output array: reserved for at least this many samples, and at most this many up front.
+_MIN_CAPACITY = 1 << 16
+_MAX_RESERVATION = 4 * 3600 * SAMPLE_RATE
+# Consecutive packets that fail to decode before the rest of a stream is given up as corrupt.
+_MAX_CONSECUTIVE_ERRORS = 50
+
+# FFmpeg's messages go nowhere unless the application asked for them: PyAV installs a silent log
+# callback by default; make sure of it in case something restored FFmpeg's stderr printer, but
+# leave a level that the application chose alone.
+if av.logging.get_level() is None:
+    av.logging.set_level(None)
+
+
+class AudioError(ValueError):
+    """The audio could not be used. ``code`` is short and machine-readable."""
+
+    code = "audio_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class EmptyAudioError(AudioError):
+    """Zero bytes, or a container that holds no audio samples."""
+
+    code = "empty_audio"
+
+
+class UndecodableAudioError(AudioError):
+    """Not audio, no audio stream, or corrupt or truncated beyond use."""
+
+    code = "undecodable_audio"
+
+
+class AudioTooLongError(AudioError):
+    """Longer than the ``max_duration`` asked for; raised while decoding, as soon as it is known."""
+
+    code = "audio_too_long"
+
+    def __init__(self, message: str, *, max_duration: float):
+        super().__init__(message)
+        self.max_duration = max_duration
+
+
+def audio_duration(samples: np.ndarray) -> float:
+    """Seconds of 16 kHz audio in ``samples`` (the last axis)."""
+    return samples.shape[-1] / SAMPLE_RATE if samples.ndim else 0.0
+
+
+def load_audio(source: AudioSource, *, max_duration: float | None = None) -> np.ndarray:
+    """Decode ``source`` to 1-D float32 samples at 16 kHz, mono, finite, in [-1, 1].
+
+    ``source``: a path (str or os.PathLike), encoded bytes (bytes, bytearray, memoryview), a
+    binary file object (read from its current position and left open), or a numpy array taken
+    as 16 kHz mono samples already (a 2-D array with a small channel axis is averaged to mono,
+    integer samples are scaled to [-1, 1]).
+
+    ``max_duration``: seconds; longer audio raises :class:`AudioTooLongError` while decoding.
+
+    Raises :class:`EmptyAudioError`, :class:`UndecodableAudioError` or
+    :class:`AudioTooLongError` (all :class:`AudioError`, a ``ValueError``), ``FileNotFoundError``
+    for a path that does not exist, and ``TypeError`` for a source of another type.
+    """
+    if max_duration is not None:
+        max_duration = float(max_duration)
+        if not max_duration > 0:  # also NaN
+            raise ValueError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
+        if math.isinf(max_duration):
+            max_duration = None
+
+    if isinstance(source, np.ndarray):
+        return _from_array(source, max_duration)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if isinstance(source, memoryview) and not source.contiguous:
+            source = source.tobytes()
+        if memoryview(source).nbytes == 0:
+            raise EmptyAudioError("The audio is empty: zero bytes were given.")
+        return _decode(io.BytesIO(source), "the audio bytes", max_duration)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        return _decode_path(path, max_duration)
+    if hasattr(source, "read"):
+        return _decode_file_object(source, max_duration)
+    raise TypeError(
+        "load_audio() takes a path, bytes, a binary file object or a numpy array of samples, "
+        f"not {type(source).__name__}"
+    )
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+def _decode_path(path: str, max_duration: float | None) -> np.ndarray:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such audio file: {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Expected an audio file, got a directory: {path!r}")
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = None  # a pipe or device: let FFmpeg try
+    if size == 0 and os.path.isfile(path):
+        raise EmptyAudioError(f"The audio file {os.path.basename(path)!r} is empty (zero bytes).")
+    return _decode(path, f"the file {os.path.basename(path)!r}", max_duration)
+
+
+def _decode_file_object(file: BinaryIO, max_duration: float | None) -> np.ndarray:
+    probe = file.read(0)
+    if not isinstance(probe, (bytes, bytearray)):
+        raise TypeError("load_audio() needs a binary file object (opened with 'rb'), not a text one")
+    reader = _FileReader(file)
+    if reader.empty:
+        raise EmptyAudioError("The audio is empty: the file object has no bytes left to read.")
+    return _decode(reader, "the audio file object", max_duration)
+
+
+class _FileReader(io.RawIOBase):
+    """A caller's file object seen from its current position, which becomes offset 0.
+
+    Seekable objects are seeked relative to that position; others are read as a stream, with
+    the first chunk read ahead (to tell an empty stream apart) and served first. The caller's
+    object is never closed.
+    """
+
+    def __init__(self, file: BinaryIO):
+        super().__init__()
+        self._file = file
+        self._head = b""
+        try:
+            self._seekable = bool(file.seekable()) if hasattr(file, "seekable") else False
+            self._base = file.tell() if self._seekable else 0
+        except (OSError, ValueError, AttributeError):
+            self._seekable = False
+            self._base = 0
+        if self._seekable:
+            end = file.seek(0, io.SEEK_END)
+            file.seek(self._base)
+            self.empty = end <= self._base
+        else:
+            self._head = bytes(file.read(1 << 16) or b"")
+            self.empty = not self._head
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._file.read(len(view))
+        if not data:
+            return 0
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if not self._seekable:
+            raise io.UnsupportedOperation("seek")
+        if whence == io.SEEK_SET:
+            offset += self._base
+        return self._file.seek(offset, whence) - self._base
+
+    def tell(self) -> int:
+        if not self._seekable:
+            raise io.UnsupportedOperation("tell")
+        return self._file.tell() - self._base
+
+    def close(self) -> None:  # the caller owns the file object
+        pass
+
+
+def _from_array(samples: np.ndarray, max_duration: float | None) -> np.ndarray:
+    array = np.asarray(samples)
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.number)):
+        raise UndecodableAudioError(f"A numpy array of audio samples must hold numbers, not {array.dtype}.")
+    if np.iscomplexobj(array):
+        raise UndecodableAudioError("A numpy array of audio samples must be real, not complex.")
+    if array.ndim == 2:
+        rows, cols = array.shape
+        if rows <= _MAX_ARRAY_CHANNELS and rows < cols:
+            channel_axis = 0
+        elif cols <= _MAX_ARRAY_CHANNELS and cols <= rows:
+            channel_axis = 1
+        else:
+            raise UndecodableAudioError(
+                f"A 2-D numpy array of audio must have a channel axis of at most {_MAX_ARRAY_CHANNELS}; "
+                f"got shape {array.shape}."
+            )
+        array = _scale_to_float(array).mean(axis=channel_axis, dtype=np.float32)
+    elif array.ndim == 1:
+        array = _scale_to_float(array)
+    elif array.ndim == 0:
+        raise UndecodableAudioError("A numpy array of audio samples must be 1-D, not a scalar.")
+    else:
+        raise UndecodableAudioError(
+            f"A numpy array of audio samples must be 1-D (or 2-D with a channel axis); got shape {array.shape}."
+        )
+    if array.size == 0:
+        raise EmptyAudioError("The audio is empty: the numpy array has no samples.")
+    if max_duration is not None and array.shape[0] > max_duration * SAMPLE_RATE + _DURATION_SLACK:
+        raise _too_long(max_duration, "the audio array", exact=array.shape[0] / SAMPLE_RATE)
+    if np.shares_memory(array, samples):
+        array = array.copy()  # never change the caller's array
+    return _sanitise(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _scale_to_float(array: np.ndarray) -> np.ndarray:
+    """Integer PCM to float32 in [-1, 1]; float arrays as float32."""
+    if np.issubdtype(array.dtype, np.signedinteger):
+        scale = float(2 ** (8 * array.dtype.itemsize - 1))
+        return (array.astype(np.float64 if array.dtype.itemsize > 2 else np.float32) / scale).astype(np.float32)
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        half = float(2 ** (8 * array.dtype.itemsize - 1))
+        return ((array.astype(np.float64) - half) / half).astype(np.float32)
+    return array.astype(np.float32, copy=False)
+
+
+def _sanitise(samples: np.ndarray) -> np.ndarray:
+    """NaN and infinities become 0, everything is clipped to [-1, 1], in place."""
+    if not samples.flags.writeable:
+        samples = samples.copy()
+    if not np.isfinite(samples).all():
+        np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return samples
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def _too_long(max_duration: float, what: str, exact: float | None = None) -> AudioTooLongError:
+    if exact is not None:
+        found = f"{what} is {exact:.1f} s long, over the limit of max_duration={max_duration:g} s"
+    else:
+        found = f"{what} goes on past the limit of max_duration={max_duration:g} s (decoding stopped there)"
+    return AudioTooLongError(
+        f"The audio is too long: {found}. Raise max_duration (or pass None) to accept longer audio.",
+        max_duration=max_duration,
+    )
+
+
+def _describe(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return text.rstrip(".")
+
+
+class _Mono16k:
+    """Frames in any format, layout and rate to 16 kHz mono float32 chunks.
+
+    A new resampler is set up whenever the input's parameters change mid-stream (chained Ogg,
+    a change of rate or channels), after flushing the previous one.
+    """
+
+    def __init__(self):
+        self._resampler: av.AudioResampler | None = None
+        self._key = None
+
+    def push(self, frame: av.AudioFrame) -> list[np.ndarray]:
+        key = (frame.format.name, frame.layout.name, len(frame.layout.channels), frame.sample_rate)
+        out: list[np.ndarray] = []
+        if key != self._key:
+            out.extend(self.flush())
+            self._resampler = _resampler()
+            self._key = key
+        for converted in self._resampler.resample(frame):
+            out.append(_frame_samples(converted))
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        if self._resampler is None:
+            return []
+        resampler, self._resampler, self._key = self._resampler, None, None
+        return [_frame_samples(frame) for frame in resampler.resample(None)]
+
+
+def _resampler() -> av.AudioResampler:
+    # rematrix_maxval=1: mix channels down with weights that sum to at most 1 (stereo becomes
+    # (L + R) / 2), as FFmpeg does for integer output and so as whisper's ffmpeg loader does;
+    # with float output FFmpeg would otherwise use 0.707 (L + R), 3 dB louder and able to clip.
+    try:
+        return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, options={"rematrix_maxval": "1.0"})
+    except TypeError:  # older PyAV: no resampler options
+        return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+
+def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
+    # One plane of packed mono float32; _Output copies it at once.
+    return frame.to_ndarray().reshape(-1)
+
+
+def _decode(file, what: str, max_duration: float | None) -> np.ndarray:
+    limit = None if max_duration is None else int(max_duration * SAMPLE_RATE) + _DURATION_SLACK
+    try:
+        container = av.open(file, mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as error:
+        if isinstance(error, av.error.FileNotFoundError):
+            raise FileNotFoundError(f"No such audio file: {what}") from None
+        if isinstance(error, av.error.PermissionError):
+            raise PermissionError(f"Permission denied reading {what}") from None
+        raise UndecodableAudioError(
+            f"Could not read {what} as audio: {_describe(error)}. It is not a known audio or video format, "
+            "or it is corrupt."
+        ) from None
+    except (ValueError, EOFError) as error:
+        raise UndecodableAudioError(f"Could not read {what} as audio: {_describe(error)}.") from None
+
+    output: _Output | None = None
+    errors = 0
+    first_error: BaseException | None = None
+    try:
+        audio_streams = container.streams.audio
+        if not audio_streams:
+            kinds = sorted({s.type for s in container.streams if s.type})
+            found = f" (it has only {', '.join(kinds)} streams)" if kinds else ""
+            raise UndecodableAudioError(f"Could not use {what}: there is no audio stream in it{found}.")
+        stream = audio_streams[0]
+        if stream.codec_context is None or not stream.codec_context.name:
+            raise UndecodableAudioError(f"Could not use {what}: its audio codec is not supported.")
+        converter = _Mono16k()
+        output = _Output(_expected_samples(container, stream), limit)
+
+        def take(new: list[np.ndarray]) -> None:
+            for chunk in new:
+                output.add(chunk)
+            if limit is not None and output.size > limit:
+                raise _too_long(max_duration, what)
+
+        def decode(packet) -> None:
+            nonlocal errors, first_error
+            try:
+                frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
+                errors = 0
+            except (av.error.FFmpegError, ValueError) as error:
+                if isinstance(error, EOFError):
+                    return
+                errors += 1
+                first_error = first_error or error
+                if errors >= _MAX_CONSECUTIVE_ERRORS:
+                    raise _GiveUp from None
+                return
+            for frame in frames:
+                take(converter.push(frame))
+
+        try:
+            flushed = False
+            for packet in container.demux(stream):
+                decode(packet)
+                flushed = packet.size == 0 and packet.dts is None
+        except _GiveUp:
+            flushed = True  # the decoder is in no state to flush
+        except AudioError:
+            raise
+        except (av.error.FFmpegError, ValueError) as error:  # a truncated or corrupt container
+            first_error = first_error or error
+            flushed = False
+        if not flushed:
+            try:
+                decode(None)
+            except _GiveUp:
+                pass
+        take(converter.flush())
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError, RuntimeError) as error:
+        # Anything FFmpeg says about the data; an OSError from the caller's own file object
+        # (not FFmpeg's) is an I/O failure, not bad audio, and goes up as it is.
+        raise UndecodableAudioError(f"Could not decode {what}: {_describe(error)}.") from None
+    finally:
+        with contextlib.suppress(Exception):  # closing must not hide the real outcome
+            container.close()
+
+    if output is None or output.size == 0:
+        if first_error is not None:
+            raise UndecodableAudioError(
+                f"Could not decode {what}: no audio could be decoded ({_describe(first_error)}). "
+                "It is corrupt or truncated."
+            )
+        raise EmptyAudioError(f"The audio is empty: no audio samples were found in {what}.")
+    return output.result()
+
+
+def _expected_samples(container, stream) -> int | None:
+    """The output length the header announces, if any (a hint only: headers can be wrong)."""
+    try:
+        if stream.duration and stream.time_base:
+            return int(stream.duration * stream.time_base * SAMPLE_RATE)
+        if container.duration:
+            return int(container.duration / 1_000_000 * SAMPLE_RATE)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        pass
+    return None
+
+
+class _Output:
+    """The 16 kHz samples, written straight into one growing array.
+
+    The array is reserved at the length the header announces (capped; untouched pages of
+    ``np.empty`` cost no memory) and, when that is short, grown by a quarter at a time with
+    ``realloc`` (``ndarray.resize``), which for large arrays remaps pages rather than copying. So
+    memory holds the output plus at most a quarter of it, and no list of small arrays that would
+    need a second, full-size copy to join and leave the heap fragmented afterwards.
+    """
+
+    def __init__(self, expected: int | None, limit: int | None):
+        capacity = _MIN_CAPACITY
+        if expected and expected > 0:
+            capacity = max(capacity, expected + expected // 100 + SAMPLE_RATE)
+        if limit is not None:
+            capacity = min(capacity, limit + SAMPLE_RATE)
+        self._buffer = np.empty(min(capacity, _MAX_RESERVATION), dtype=np.float32)
+        self.size = 0
+
+    def add(self, samples: np.ndarray) -> None:
+        end = self.size + samples.size
+        if end > self._buffer.size:
+            grown = max(end, self._buffer.size + self._buffer.size // 4, _MIN_CAPACITY)
+            self._buffer.resize(grown, refcheck=False)  # no views of it exist between calls
+        window = self._buffer[self.size:end]
+        window[:] = samples
+        _sanitise(window)
+        self.size = end
+
+    def result(self) -> np.ndarray:
+        if self._buffer.size != self.size:
+            self._buffer.resize(self.size, refcheck=False)
+        return self._buffer
+
+
+class _GiveUp(Exception):
+    """Too many packets in a row failed to decode."""

@@ -1,0 +1,460 @@
+"""tagger.audio on real recordings, converted at test time with PyAV to each container and codec."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from speech_fixtures import FIXTURES
+
+from tagger.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioTooLongError,
+    EmptyAudioError,
+    UndecodableAudioError,
+    audio_duration,
+    load_audio,
+)
+
+SPEECH_16K = FIXTURES / "librivox-sense-and-sensibility-0870.flac"  # 7.1 s, read speech, 16 kHz
+SPEECH_8K = FIXTURES / "asterisk-en-tt-allbusy.flac"  # 8.97 s, telephone prompt, 8 kHz
+
+
+# --- helpers: independent of tagger.audio ------------------------------------------------------
+
+
+def read_native(path: Path) -> tuple[np.ndarray, int]:
+    """A mono s16 file's samples as float32 at its own rate, straight from PyAV."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        pcm = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(stream)])
+        return pcm.astype(np.float32) / 32768.0, stream.rate
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    if rate_in == rate_out:
+        return samples
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_out)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32)[None], format="flt", layout="mono")
+    frame.sample_rate = rate_in
+    out = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in out])
+
+
+def encode(samples: np.ndarray, rate: int, fmt: str, codec: str, *, layout: str = "mono",
+           sample_fmt: str | None = None, options: dict | None = None, video: str | None = None) -> bytes:
+    """Encode mono ``samples`` (repeated on every channel of ``layout``) to a container in memory;
+    with ``video``, a few 64x64 frames of that video codec go in a first stream."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=fmt) as container:
+        if video:
+            vstream = container.add_stream(video, rate=10)
+            vstream.width = vstream.height = 64
+            vstream.pix_fmt = "yuv420p"
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        if sample_fmt:
+            stream.format = sample_fmt
+        if options:
+            stream.codec_context.options = options
+        if video:
+            for i in range(int(len(samples) / rate * 10)):
+                image = np.full((64, 64, 3), (i * 9) % 256, np.uint8)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+                frame.pts = i
+                for packet in vstream.encode(frame):
+                    container.mux(packet)
+            for packet in vstream.encode(None):
+                container.mux(packet)
+        channels = len(stream.codec_context.layout.channels)
+        interleaved = np.repeat(np.asarray(samples, np.float32)[:, None], channels, axis=1)
+        step = 4096
+        for start in range(0, len(samples), step):
+            chunk = np.ascontiguousarray(interleaved[start:start + step]).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout=layout)
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def best_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
+    """Highest correlation of ``a`` and ``b`` over shifts of up to ``max_lag`` samples."""
+    best = -1.0
+    for lag in range(-max_lag, max_lag + 1):
+        x, y = (a[lag:], b) if lag >= 0 else (a, b[-lag:])
+        n = min(len(x), len(y))
+        best = max(best, float(np.corrcoef(x[:n], y[:n])[0, 1]))
+    return best
+
+
+def rms_envelope(samples: np.ndarray, hop: int = 160) -> np.ndarray:
+    n = len(samples) // hop
+    return np.sqrt(np.mean(samples[: n * hop].reshape(n, hop) ** 2, axis=1))
+
+
+def check_output(out: np.ndarray) -> None:
+    assert isinstance(out, np.ndarray)
+    assert out.dtype == np.float32
+    assert out.ndim == 1
+    assert np.isfinite(out).all()
+    assert np.abs(out).max() <= 1.0
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    samples, rate = read_native(SPEECH_16K)
+    assert rate == SAMPLE_RATE
+    return samples
+
+
+# --- formats -----------------------------------------------------------------------------------
+
+# id: (container, codec, rate, layout, lossless, extra encode arguments)
+FORMATS = {
+    "wav-s16-16k": ("wav", "pcm_s16le", 16000, "mono", True, {}),
+    "wav-s16-44k1-stereo": ("wav", "pcm_s16le", 44100, "stereo", True, {}),
+    "wav-s16-48k": ("wav", "pcm_s16le", 48000, "mono", True, {}),
+    "wav-s16-192k": ("wav", "pcm_s16le", 192000, "mono", True, {}),
+    "wav-s16-48k-8ch": ("wav", "pcm_s16le", 48000, "7.1", True, {}),
+    "wav-f32-22k": ("wav", "pcm_f32le", 22050, "mono", True, {}),
+    "flac-16k": ("flac", "flac", 16000, "mono", True, {}),
+    "flac-96k-stereo": ("flac", "flac", 96000, "stereo", True, {}),
+    "flac-44k1-8ch": ("flac", "flac", 44100, "7.1", True, {}),
+    "mp3-44k1-stereo": ("mp3", "libmp3lame", 44100, "stereo", False, {}),
+    "mp3-16k": ("mp3", "libmp3lame", 16000, "mono", False, {}),
+    "ogg-vorbis": ("ogg", "vorbis", 44100, "stereo", False, {"options": {"strict": "experimental"}}),
+    "ogg-opus": ("ogg", "libopus", 48000, "mono", False, {}),
+    "m4a-aac": ("ipod", "aac", 44100, "mono", False, {}),
+    "webm-opus": ("webm", "libopus", 48000, "stereo", False, {}),
+    "mkv-mpeg4-mp3": ("matroska", "libmp3lame", 44100, "stereo", False, {"video": "mpeg4"}),
+    "mp4-mpeg4-aac": ("mp4", "aac", 48000, "stereo", False, {"video": "mpeg4"}),
+    "webm-vp8-opus": ("webm", "libopus", 48000, "mono", False, {"video": "libvpx"}),
+}
+
+
+@pytest.mark.parametrize("case", list(FORMATS), ids=list(FORMATS))
+def test_format_decodes_to_16k_mono_close_to_the_source(case, speech):
+    container, codec, rate, layout, lossless, extra = FORMATS[case]
+    source = resample(speech, SAMPLE_RATE, rate)
+    data = encode(source, rate, container, codec, layout=layout, **extra)
+
+    out = load_audio(data)
+
+    check_output(out)
+    assert abs(audio_duration(out) - len(source) / rate) < 0.05
+    n = min(len(out), len(speech))
+    # Channels carry the same signal: the mono mix-down keeps its level (weights sum to 1).
+    level = np.sqrt(np.mean(out[:n] ** 2)) / np.sqrt(np.mean(speech[:n] ** 2))
+    assert 0.8 < level < 1.25, level
+    if lossless:
+        assert best_correlation(out[:n], speech[:n], max_lag=16) > 0.9
+    else:
+        env_out, env_ref = rms_envelope(out), rms_envelope(speech)
+        m = min(len(env_out), len(env_ref))
+        assert best_correlation(env_out[:m], env_ref[:m], max_lag=10) > 0.9
+
+
+def test_8khz_wav_matches_an_independent_upsampling():
+    native, rate = read_native(SPEECH_8K)
+    assert rate == 8000
+    out = load_audio(encode(native, rate, "wav", "pcm_s16le"))
+    check_output(out)
+    assert abs(audio_duration(out) - len(native) / rate) < 0.01
+    # Linear interpolation is a crude but independent 8 -> 16 kHz reference.
+    times = np.arange(len(native) * 2) / SAMPLE_RATE
+    reference = np.interp(times, np.arange(len(native)) / rate, native).astype(np.float32)
+    n = min(len(out), len(reference))
+    assert best_correlation(out[:n], reference[:n], max_lag=8) > 0.95
+
+
+def plain_wav(pcm: np.ndarray, rate: int) -> bytes:
+    """A WAVE_FORMAT_PCM file (no channel mask, so FFmpeg knows no layout) of (samples, channels) s16."""
+    channels = pcm.shape[1]
+    data = np.ascontiguousarray(pcm, np.int16).tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
+    return b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(data)) + data
+
+
+@pytest.mark.parametrize("channels", [3, 8, 16])
+def test_many_channels_without_a_layout(channels, speech):
+    pcm = np.repeat((speech * 32767).astype(np.int16)[:, None], channels, axis=1)
+    out = load_audio(plain_wav(pcm, 16000))
+    check_output(out)
+    assert len(out) == len(speech)
+    np.testing.assert_allclose(out, speech, atol=1e-3)
+
+
+def test_first_audio_stream_of_several_is_used(speech):
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as container:
+        first = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        second = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        for stream, signal in ((first, speech), (second, np.zeros_like(speech))):
+            frame = av.AudioFrame.from_ndarray((signal * 32767).astype(np.int16)[None], format="s16", layout="mono")
+            frame.sample_rate = 16000
+            for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+                container.mux(packet)
+    out = load_audio(buffer.getvalue())
+    assert np.abs(out).max() > 0.1  # the speech, not the silent second stream
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def test_every_kind_of_source_gives_the_same_samples(tmp_path, speech):
+    data = encode(speech, 16000, "flac", "flac")
+    path = tmp_path / "speech.flac"
+    path.write_bytes(data)
+    expected = load_audio(path)
+    np.testing.assert_allclose(expected, speech, atol=1e-4)
+
+    for source in (str(path), data, bytearray(data), memoryview(data), io.BytesIO(data)):
+        np.testing.assert_array_equal(load_audio(source), expected)
+    with open(path, "rb") as file:
+        np.testing.assert_array_equal(load_audio(file), expected)
+        assert not file.closed
+    np.testing.assert_array_equal(load_audio(expected), expected)
+
+
+def test_file_object_is_read_from_its_current_position(speech):
+    data = encode(speech, 16000, "wav", "pcm_s16le")
+    file = io.BytesIO(b"not audio: a prefix that must be skipped" * 10 + data)
+    file.seek(400)
+    out = load_audio(file)
+    assert not file.closed
+    np.testing.assert_allclose(out, speech, atol=1e-4)
+
+
+class Unseekable(io.RawIOBase):
+    """A pipe-like stream: read only, no seek or tell. Counts the bytes handed out."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._pending = b""
+        self.served = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while not self._pending:
+            self._pending = next(self._chunks, b"")
+            if not self._pending:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        self.served += n
+        return n
+
+
+def test_unseekable_stream(speech):
+    data = encode(speech, 16000, "mp3", "libmp3lame")
+    out = load_audio(Unseekable(data[i:i + 1000] for i in range(0, len(data), 1000)))
+    assert abs(audio_duration(out) - len(speech) / SAMPLE_RATE) < 0.05
+
+
+def test_numpy_arrays():
+    rng = np.random.default_rng(0)
+    mono = rng.uniform(-0.5, 0.5, 16000).astype(np.float32)
+    np.testing.assert_array_equal(load_audio(mono), mono)
+    np.testing.assert_allclose(load_audio(mono.astype(np.float64)), mono, atol=1e-7)
+    pcm16 = (mono * 32768).astype(np.int16)
+    np.testing.assert_allclose(load_audio(pcm16), pcm16 / 32768.0, atol=1e-7)
+    pcm32 = pcm16.astype(np.int32) << 16
+    np.testing.assert_allclose(load_audio(pcm32), pcm16 / 32768.0, atol=1e-7)
+    np.testing.assert_allclose(load_audio((pcm16 // 256 + 128).astype(np.uint8)), (pcm16 // 256) / 128.0, atol=1e-7)
+    stereo = np.stack([mono, np.zeros_like(mono)])
+    np.testing.assert_allclose(load_audio(stereo), mono / 2, atol=1e-7)  # (channels, samples)
+    np.testing.assert_allclose(load_audio(stereo.T.copy()), mono / 2, atol=1e-7)  # (samples, channels)
+    loud = np.array([0.5, 3.0, -7.0, np.nan, np.inf, -np.inf], np.float32)
+    np.testing.assert_array_equal(load_audio(loud), [0.5, 1.0, -1.0, 0.0, 0.0, 0.0])
+    assert loud[1] == 3.0 and np.isnan(loud[3]) and np.isinf(loud[4])  # the caller's array is untouched
+    assert load_audio(mono) is not mono
+    with pytest.raises(EmptyAudioError):
+        load_audio(np.zeros(0, np.float32))
+    with pytest.raises(UndecodableAudioError):
+        load_audio(np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(AudioTooLongError, match="max_duration=0.5"):
+        load_audio(mono, max_duration=0.5)
+    assert len(load_audio(mono, max_duration=1.0)) == 16000
+
+
+def test_float_wav_with_nan_and_inf_becomes_finite(speech):
+    signal = speech.copy()
+    signal[1000:1010] = np.nan
+    signal[5000] = np.inf
+    signal[9000] = -np.inf
+    signal[20000:20100] = 4.0
+    out = load_audio(encode(signal, 16000, "wav", "pcm_f32le"))
+    check_output(out)
+    assert out[1000:1010].tolist() == [0.0] * 10
+    assert out[20050] == 1.0
+    np.testing.assert_allclose(out[30000:], speech[30000:], atol=1e-6)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def assert_audio_error(source, kind=AudioError, *words):
+    with pytest.raises(AudioError) as caught:
+        load_audio(source)
+    error = caught.value
+    assert isinstance(error, kind), (type(error), error)
+    assert isinstance(error, ValueError)
+    assert error.code in {"empty_audio", "undecodable_audio"}
+    message = str(error)
+    assert len(message) > 20 and "\n" not in message
+    for word in words:
+        assert word in message.lower(), message
+    return error
+
+
+def test_empty_inputs(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    for source in (b"", bytearray(), memoryview(b""), empty, str(empty), io.BytesIO(b""), Unseekable([])):
+        error = assert_audio_error(source, EmptyAudioError, "empty")
+        assert error.code == "empty_audio"
+    with open(empty, "rb") as file:
+        assert_audio_error(file, EmptyAudioError)
+    at_end = io.BytesIO(b"RIFF")
+    at_end.seek(4)
+    assert_audio_error(at_end, EmptyAudioError)
+
+
+def test_wav_header_without_samples_is_empty():
+    header = b"".join(wav_stream(0))
+    assert len(header) == 44
+    assert_audio_error(header, EmptyAudioError, "no audio samples")
+
+
+def test_not_audio(tmp_path):
+    rng = np.random.default_rng(1)
+    text = tmp_path / "notes.txt"
+    text.write_text("These are meeting notes, not a recording.\n" * 50)
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x02\x00\x00\x00" + bytes(200)
+    for source in (rng.bytes(5000), bytes(5000), text, png):
+        error = assert_audio_error(source, UndecodableAudioError)
+        assert error.code == "undecodable_audio"
+
+
+def test_truncated_headers(speech):
+    for container, codec in (("flac", "flac"), ("mp3", "libmp3lame"), ("ogg", "libopus"), ("ipod", "aac")):
+        data = encode(speech, 16000 if codec != "libopus" else 48000, container, codec)
+        assert_audio_error(data[:100])  # undecodable, or a container with no samples: either way an AudioError
+
+
+def test_truncated_file_decodes_what_is_there(speech):
+    for container, codec in (("flac", "flac"), ("mp3", "libmp3lame"), ("wav", "pcm_s16le")):
+        data = encode(speech, 16000, container, codec)
+        out = load_audio(data[: len(data) // 2])
+        check_output(out)
+        assert 0.3 * len(speech) < len(out) < 0.7 * len(speech), (container, len(out))
+
+
+def test_video_without_audio_has_no_audio_stream():
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 20, np.uint8), format="rgb24")
+            for packet in stream.encode(frame.reformat(format="yuv420p")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    assert_audio_error(buffer.getvalue(), UndecodableAudioError, "no audio stream")
+
+
+def test_missing_file_and_wrong_types(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_audio(tmp_path / "nope.wav")
+    with pytest.raises(TypeError):
+        load_audio(12345)
+    (tmp_path / "t.txt").write_text("text")
+    with open(tmp_path / "t.txt") as text_mode, pytest.raises(TypeError):
+        load_audio(text_mode)
+
+
+def test_corrupt_data_never_raises_pyav_errors(speech):
+    """Random damage in the middle of real files: samples or an AudioError, nothing else."""
+    rng = np.random.default_rng(2)
+    for container, codec, rate in (("mp3", "libmp3lame", 16000), ("flac", "flac", 16000),
+                                   ("ogg", "libopus", 48000), ("ipod", "aac", 16000), ("webm", "libopus", 48000)):
+        data = bytearray(encode(resample(speech[:48000], 16000, rate), rate, container, codec))
+        for _ in range(4):
+            damaged = bytearray(data)
+            start = int(rng.integers(len(damaged) // 8, len(damaged)))
+            damaged[start:start + 64] = rng.bytes(min(64, len(damaged) - start))
+            cut = bytes(damaged[: int(rng.integers(len(damaged) // 2, len(damaged) + 1))])
+            try:
+                check_output(load_audio(cut))
+            except AudioError as error:
+                assert error.code in {"empty_audio", "undecodable_audio"}
+
+
+# --- max_duration ------------------------------------------------------------------------------
+
+
+def test_too_long_is_refused_while_decoding(tmp_path):
+    path = tmp_path / "ten-minutes-of-silence.flac"
+    path.write_bytes(encode(np.zeros(600 * 8000, np.float32), 8000, "flac", "flac"))
+    started = time.perf_counter()
+    assert audio_duration(load_audio(path)) == pytest.approx(600, abs=0.01)
+    full = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with pytest.raises(AudioTooLongError) as caught:
+        load_audio(path, max_duration=5)
+    limited = time.perf_counter() - started
+    assert limited < full / 4, (limited, full)  # it stopped after about 5 s of the 10 minutes
+    error = caught.value
+    assert error.code == "audio_too_long" and isinstance(error, AudioError)
+    assert error.max_duration == 5
+    assert "max_duration=5 s" in str(error) and "raise max_duration" in str(error).lower()
+
+
+def wav_stream(seconds: int, rate: int = 16000):
+    """A WAV of ``seconds`` of quiet noise, generated a block at a time (never held whole)."""
+    size = seconds * rate * 2
+    yield b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    yield b"data" + struct.pack("<I", size)
+    block = (np.random.default_rng(3).normal(0, 300, rate).astype(np.int16)).tobytes()
+    for _ in range(seconds):
+        yield block
+
+
+def test_an_hour_long_stream_stops_at_the_limit():
+    stream = Unseekable(wav_stream(3600))
+    with pytest.raises(AudioTooLongError, match="max_duration=5"):
+        load_audio(stream, max_duration=5)
+    assert stream.served < 20 * 32000  # about 5 s of the hour's 115 MB were read
+
+
+def test_audio_within_the_limit_is_accepted(speech):
+    data = encode(speech, 16000, "wav", "pcm_s16le")
+    seconds = len(speech) / SAMPLE_RATE
+    assert len(load_audio(data, max_duration=seconds)) == pytest.approx(len(speech), abs=2)
+    with pytest.raises(AudioTooLongError):
+        load_audio(data, max_duration=seconds - 0.1)
+    with pytest.raises(ValueError):
+        load_audio(data, max_duration=0)
+
+
+def test_error_codes():
+    assert EmptyAudioError.code == "empty_audio"
+    assert UndecodableAudioError.code == "undecodable_audio"
+    assert AudioTooLongError.code == "audio_too_long"
+    for cls in (EmptyAudioError, UndecodableAudioError, AudioTooLongError):
+        assert issubclass(cls, AudioError) and issubclass(cls, ValueError)

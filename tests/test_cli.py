@@ -1,0 +1,71 @@
+"""The earmark console script, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import seeded_head
+from speech_fixtures import speech_clips
+from tagger.heads import save_head
+
+EARMARK = shutil.which("earmark", path=str(Path(sys.executable).parent)) or "earmark"
+
+
+def earmark(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EARMARK, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_transcribe_srt_to_stdout():
+    path, transcript = speech_clips()[0]
+    run = earmark("transcribe", str(path), "--model", "tiny.en", "--format", "srt")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "1" and " --> " in lines[1]
+    assert transcript.split()[0].lower().strip(",.") in run.stdout.lower()
+
+
+def test_transcribe_and_tag_into_an_output_dir(tmp_path: Path):
+    head = seeded_head("tl_tr", 4, 384)
+    head_path = save_head(head.module, head.card, tmp_path / "head.safetensors")
+    clips = [path for path, _ in speech_clips()[:2]]
+    out = tmp_path / "out"
+    run = earmark("transcribe", *map(str, clips), "--model", "tiny.en", "--head", str(head_path), "--format", "json",
+                  "--top-k", "3", "--tag-resolution", "4.4", "--output-dir", str(out))
+    assert run.returncode == 0, run.stderr
+    for clip in clips:
+        data = json.loads((out / f"{clip.stem}.json").read_text())
+        assert data["text"] and data["tag_resolution"] == 4.4
+        assert all(len(window["labels"]) == 3 for window in data["tags"])
+    run = earmark("tag", str(clips[0]), "--model", "tiny.en", "--head", str(head_path), "--format", "tsv", "--top-k", "all")
+    assert run.returncode == 0, run.stderr
+    rows = run.stdout.splitlines()
+    assert rows[0] == "start\tend\tmid\tname\tprobability" and len(rows) - 1 == 527 * len({r.split("\t")[0] for r in rows[1:]})
+
+
+def test_tag_without_a_head_is_a_clear_error():
+    path, _ = speech_clips()[0]
+    run = earmark("tag", str(path), "--model", "tiny.en")
+    assert run.returncode == 2 and "--head" in run.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not audio at all"])
+def test_bad_files_are_reported_and_the_rest_still_run(tmp_path: Path, content: bytes):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(content)
+    good, _ = speech_clips()[0]
+    run = earmark("transcribe", str(bad), str(good), "--model", "tiny.en")
+    assert run.returncode == 1
+    assert "bad.wav" in run.stderr and "Traceback" not in run.stderr
+    assert run.stdout.strip()
+
+
+def test_unknown_model_lists_where_it_looked():
+    path, _ = speech_clips()[0]
+    run = earmark("transcribe", str(path), "--model", "no-such-model")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "no-such-model" in run.stderr

@@ -1,0 +1,258 @@
+"""The engine end to end on real weights and real recordings."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import jiwer
+import numpy as np
+import pytest
+import torch
+from whisper.normalizers import EnglishTextNormalizer
+
+from conftest import seeded_head
+from speech_fixtures import foreign_speech, long_speech, speech_clips
+from tagger import TagResult, TranscriptionResult, load_audio
+from tagger.audio import EmptyAudioError
+from tagger.pipeline import NO_HEAD_NOTE, EarmarkModel
+
+
+class EncoderCounter:
+    """Wraps a model's encoder and decoder forward passes and counts what goes through them."""
+
+    def __init__(self, model: EarmarkModel):
+        self.encoder = model.whisper.encoder
+        self.decoder = model.whisper.decoder
+        self.windows = 0
+        self.encoder_calls = 0
+        self.decoder_calls = 0
+        self._encoder_forward = self.encoder.forward
+        self._decoder_forward = self.decoder.forward
+
+    def __enter__(self):
+        def encoder_forward(mel):
+            self.encoder_calls += 1
+            self.windows += mel.shape[0]
+            return self._encoder_forward(mel)
+
+        def decoder_forward(*args, **kwargs):
+            self.decoder_calls += 1
+            return self._decoder_forward(*args, **kwargs)
+
+        self.encoder.forward = encoder_forward
+        self.decoder.forward = decoder_forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.encoder.forward
+        del self.decoder.forward
+
+
+@pytest.fixture(scope="module")
+def speech_95s():
+    audio, spans = long_speech(95.0)
+    assert len(audio) / 16000 >= 95.0
+    return audio, spans
+
+
+def test_wer_tiny_en_on_real_speech(tiny_en):
+    normalise = EnglishTextNormalizer()
+    references, hypotheses = [], []
+    for path, transcript in speech_clips():
+        result = tiny_en.transcribe(path, tags=False)
+        references.append(normalise(transcript))
+        hypotheses.append(normalise(result.text))
+    wer = jiwer.wer(references, hypotheses)
+    assert wer <= 0.10, f"WER {wer:.3f}\n" + "\n".join(f"{r!r}\n{h!r}" for r, h in zip(references, hypotheses))
+
+
+def test_multilingual_base_detects_language(base):
+    path, language, expected = foreign_speech()
+    result = base.transcribe(path, tags=False)
+    assert result.language == language
+    normalise = lambda text: "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()  # noqa: E731
+    heard = set(normalise(result.text))
+    wanted = set(normalise(expected))
+    assert len(heard & wanted) >= max(1, len(wanted) // 2), (result.text, expected)
+
+
+def test_one_encoder_pass_per_window_with_tags_language_detection_and_words(base, speech_95s):
+    audio, _ = speech_95s
+    model = EarmarkModel(base.whisper, base.weights, seeded_head("tl_tr", 6, 512))
+    with EncoderCounter(model) as counter:
+        result = model.transcribe(audio, language=None, word_timestamps=True, tag_resolution=10.0)
+    windows = math.ceil(len(audio) / 16000 / 30)
+    assert windows == 4
+    assert counter.windows == windows
+    assert counter.encoder_calls == 1  # one batch of four windows
+    assert result.language == "en"
+    assert len(result.tags) == math.ceil(result.duration / 10)
+    assert result.segments and all(s.words for s in result.segments)
+
+
+def test_one_encoder_pass_per_window_with_fallback_forced(tiny_en_tagged, speech_95s):
+    audio, _ = speech_95s
+    tiny_en_tagged.encode_batch_size = 3  # two encoder calls: windows 0-2, then window 3
+    try:
+        with EncoderCounter(tiny_en_tagged) as counter:
+            result = tiny_en_tagged.transcribe(
+                audio, compression_ratio_threshold=0.0, temperature=(0.0, 1.0), best_of=1
+            )
+    finally:
+        tiny_en_tagged.encode_batch_size = 8
+    assert counter.windows == 4
+    assert counter.encoder_calls == 2
+    assert {s.temperature for s in result.segments} == {1.0}  # every window went through every temperature
+    assert result.scores.shape == (math.ceil(result.duration / 10), 527)
+
+
+def test_long_speech_segments_are_inside_the_audio_and_ordered(tiny_en, speech_95s):
+    audio, spans = speech_95s
+    result = tiny_en.transcribe(audio, tags=False)
+    duration = len(audio) / 16000
+    assert result.duration == pytest.approx(duration, abs=1e-3)
+    assert result.segments
+    for previous, segment in zip(result.segments, result.segments[1:]):
+        assert previous.end <= segment.start + 1e-6
+    for segment in result.segments:
+        assert 0 <= segment.start < segment.end <= duration + 1e-6
+    normalise = EnglishTextNormalizer()
+    wer = jiwer.wer(normalise(" ".join(text for *_, text in spans)), normalise(result.text))
+    assert wer <= 0.15, result.text
+
+
+def test_word_timestamps_lie_inside_their_segments(tiny_en):
+    path, _ = speech_clips()[0]
+    result = tiny_en.transcribe(path, word_timestamps=True, tags=False)
+    words = [w for s in result.segments for w in s.words]
+    assert len(words) >= 3
+    for segment in result.segments:
+        for word in segment.words:
+            assert segment.start - 0.01 <= word.start <= word.end <= segment.end + 0.01
+    assert all(a.start <= b.start for a, b in zip(words, words[1:]))
+
+
+def test_tags_only_never_runs_the_decoder(tiny_en_tagged):
+    path, _ = speech_clips()[0]
+    with EncoderCounter(tiny_en_tagged) as counter:
+        result = tiny_en_tagged.tag(path, tag_resolution=2.0, top_k=None)
+    assert counter.decoder_calls == 0
+    assert counter.windows == 1
+    assert isinstance(result, TagResult) and not isinstance(result, TranscriptionResult)
+    assert all(len(window.labels) == 527 for window in result.tags)  # top_k=None: every class
+    assert np.all((result.scores >= 0) & (result.scores <= 1))
+
+
+@pytest.mark.parametrize("resolution, expected_steps", [(0.4, 1), (2.0, 5), (4.4, 11), (8.8, 22), (10.0, 25)])
+def test_tag_windows_cover_only_the_real_audio(tiny_en_tagged, speech_95s, resolution, expected_steps):
+    audio = speech_95s[0][: 16000 * 41 + 1234]  # 41.08 s: the second 30 s window is mostly padding
+    result = tiny_en_tagged.tag(audio, tag_resolution=resolution)
+    steps = math.ceil((len(audio) // 160) / 40)
+    assert len(result.tags) == math.ceil(steps / expected_steps)
+    assert result.tags[0].start == 0
+    assert result.tags[-1].end == pytest.approx(result.duration, abs=1e-3)
+    for window, following in zip(result.tags, result.tags[1:]):
+        assert window.end == pytest.approx(following.start)
+        assert window.end - window.start == pytest.approx(resolution)
+
+
+def test_bad_tag_resolution_is_refused(tiny_en_tagged):
+    with pytest.raises(ValueError, match="multiple of 0.4"):
+        tiny_en_tagged.tag(np.zeros(16000, np.float32), tag_resolution=1.0)
+
+
+def test_tags_equal_the_head_on_independently_computed_features(tiny_en_tagged, speech_95s):
+    """Reference: whisper's own mel and a hand-written encoder loop, pooled as Whisper-AT does."""
+    import whisper
+
+    audio = speech_95s[0][: 16000 * 20]
+    result = tiny_en_tagged.tag(audio, tag_resolution=10.0, top_k=None)
+    encoder = tiny_en_tagged.whisper.encoder
+    mel = whisper.log_mel_spectrogram(torch.from_numpy(audio), 80, padding=whisper.audio.N_SAMPLES)
+    mel = whisper.pad_or_trim(mel[:, : len(audio) // 160], 3000)[None]
+    with torch.no_grad():
+        x = torch.nn.functional.gelu(encoder.conv2(torch.nn.functional.gelu(encoder.conv1(mel)))).permute(0, 2, 1)
+        x = x + encoder.positional_embedding
+        layers = []
+        for block in encoder.blocks:
+            x = block(x)
+            layers.append(torch.nn.functional.avg_pool2d(x, kernel_size=(20, 1), stride=(20, 1))[0])
+        pooled = torch.stack(layers)  # [L, 75, D]
+        windows = pooled[:, :50].reshape(4, 2, 25, 384).transpose(0, 1)
+        expected = torch.sigmoid(tiny_en_tagged.head.module(windows)).numpy()
+    np.testing.assert_allclose(result.scores, expected, atol=1e-4)
+
+
+def test_batch_size_does_not_change_results(tiny_en_tagged, speech_95s):
+    audio = speech_95s[0]
+    one = tiny_en_tagged.tag(audio, tag_resolution=4.4, top_k=None)
+    tiny_en_tagged.encode_batch_size = 1
+    try:
+        batched = tiny_en_tagged.tag(audio, tag_resolution=4.4, top_k=None)
+    finally:
+        tiny_en_tagged.encode_batch_size = 8
+    np.testing.assert_allclose(one.scores, batched.scores, atol=1e-4)
+
+
+def test_label_filters(tiny_en_tagged):
+    path, _ = speech_clips()[0]
+    everything = tiny_en_tagged.tag(path, top_k=None)
+    probabilities = everything.scores[0]
+    top3 = tiny_en_tagged.tag(path, top_k=3).tags[0].labels
+    assert [label.index for label in top3] == list(np.argsort(-probabilities)[:3])
+    cut = float(np.sort(probabilities)[-10])
+    assert all(label.probability >= cut for label in tiny_en_tagged.tag(path, top_k=None, threshold=cut).tags[0].labels)
+    only = tiny_en_tagged.tag(path, top_k=None, include=["Speech", "/m/04rlf"]).tags[0].labels
+    assert {label.mid for label in only} == {"/m/09x0r", "/m/04rlf"}
+    without = tiny_en_tagged.tag(path, top_k=None, exclude=["Speech"]).tags[0].labels
+    assert len(without) == 526 and "/m/09x0r" not in {label.mid for label in without}
+    label = top3[0]
+    assert label == (label.index, label.mid, label.name, label.probability)
+
+
+def test_transcript_without_head_says_there_are_no_tags(tiny_en):
+    path, _ = speech_clips()[0]
+    result = tiny_en.transcribe(path)
+    assert result.text and result.tags == [] and result.scores.shape[0] == 0
+    assert NO_HEAD_NOTE in result.notes
+    with pytest.raises(ValueError, match="no tagging head"):
+        tiny_en.tag(path)
+
+
+def test_segments_carry_tags_and_to_dict_is_json_ready(tiny_en_tagged):
+    import json
+
+    path, _ = speech_clips()[0]
+    result = tiny_en_tagged.transcribe(path, top_k=2)
+    assert all(len(segment.tags) == 2 for segment in result.segments)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["text"] == result.text and data["head"] == "test-seeded"
+    assert data["tags"][0]["labels"][0].keys() == {"index", "mid", "name", "probability"}
+
+
+def test_every_input_kind_gives_the_same_transcript(tiny_en):
+    path, _ = speech_clips()[0]
+    from_path = tiny_en.transcribe(path, tags=False).text
+    assert tiny_en.transcribe(str(path), tags=False).text == from_path
+    assert tiny_en.transcribe(path.read_bytes(), tags=False).text == from_path
+    with open(path, "rb") as handle:
+        assert tiny_en.transcribe(handle, tags=False).text == from_path
+    assert tiny_en.transcribe(io.BytesIO(path.read_bytes()), tags=False).text == from_path
+    assert tiny_en.transcribe(load_audio(path), tags=False).text == from_path
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-4])
+def test_silence_gives_no_made_up_text(tiny_en, level):
+    noise = np.random.default_rng(0).standard_normal(16000 * 35).astype(np.float32) * level
+    with EncoderCounter(tiny_en) as counter:
+        result = tiny_en.transcribe(noise)
+    assert result.text == "" and result.segments == []
+    assert counter.decoder_calls == 0  # silent windows are not decoded at all
+
+
+def test_too_short_or_empty_audio_is_refused(tiny_en):
+    with pytest.raises(EmptyAudioError):
+        tiny_en.transcribe(b"")
+    with pytest.raises(EmptyAudioError):
+        tiny_en.transcribe(np.zeros(16, np.float32))  # 1 ms: not one 10 ms frame
