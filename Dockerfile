@@ -9,7 +9,7 @@
 #                   docker run --gpus all -p 8000:8000 earmark:cuda
 #   Run:            docker run -p 8000:8000 -e EARMARK_MODEL=base earmark
 #
-# Configuration is by EARMARK_* environment variables (see docs/service.md).
+# Configuration is by EARMARK_* environment variables (see the README).
 #
 # BASE_IMAGE: any Debian/Ubuntu image. Python >= 3.11 is used when the image has it, else the
 # distribution's python3 is installed (nvidia/cuda images have none).

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; any other torch requirement pulls gigabytes of CUDA packages.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test bench clean
+.PHONY: install test serve bench clean
 
 install: $(BIN)/earmark
 
@@ -18,6 +18,10 @@ $(BIN)/earmark: pyproject.toml
 
 test: install
 	EARMARK_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The service on http://127.0.0.1:8000 with the embedded default model (base), offline.
+serve: install
+	EARMARK_OFFLINE=1 $(BIN)/earmark serve
 
 bench: install
 	$(BIN)/python bench/bench_core.py

@@ -80,7 +80,7 @@ def main() -> None:
     print(row("transcript + tags (same pass)", times["transcript_and_tags"], times["transcript"]))
 
     window = speech[: 16000 * 30]
-    mel = whisper.pad_or_trim(whisper.log_mel_spectrogram(torch.from_numpy(window), dims.n_mels))[None]
+    mel = whisper.pad_or_trim(whisper.log_mel_spectrogram(torch.from_numpy(window), dims.n_mels), 3000)[None]
 
     def bare_encoder() -> None:
         with torch.inference_mode():

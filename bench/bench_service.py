@@ -7,7 +7,7 @@ through the async client, and stops the server. The clip is assembled from disti
 recordings (tests/speech_fixtures.py), none repeated within it.
 
 Reported per run: throughput (requests/s and audio seconds per second), latency p50/p95/p99,
-errors by status, the server's RSS (VmRSS) when ready and after the run, its peak (VmHWM), and
+errors by status, the server's RSS (VmRSS) when ready, after a warm-up burst ("before") and after the run, its peak (VmHWM), and
 the mean number of 30 s windows per encoder call (from /metrics). Then the ratio of the two runs.
 
 Run:  .venv/bin/python bench/bench_service.py [--requests 500] [--concurrency 16] [--model tiny.en]
@@ -174,6 +174,7 @@ class RunResult:
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     rss_ready_mb: float = 0.0
+    rss_warm_mb: float = 0.0  # after the warm-up burst: the "before" of the growth figure
     rss_after_mb: float = 0.0
     rss_peak_mb: float = 0.0
     windows_per_call: float | None = None
@@ -194,8 +195,11 @@ class RunResult:
 
 
 async def load(url: str, clip: bytes, duration: float, requests: int, concurrency: int, max_seconds: float,
-               result: RunResult, endpoint: str) -> None:
-    """``requests`` requests, ``concurrency`` at a time; none starts after ``max_seconds``."""
+               result: RunResult, endpoint: str, on_warm=lambda: None) -> None:
+    """``requests`` requests, ``concurrency`` at a time; none starts after ``max_seconds``.
+
+    First a warm-up burst of ``concurrency`` requests at once (not counted) brings the server's
+    buffers and allocator pools to their working size; ``on_warm`` runs after it."""
     counter = iter(range(requests))
     deadline = time.monotonic() + max_seconds
     errors: Counter[str] = Counter()
@@ -206,7 +210,8 @@ async def load(url: str, clip: bytes, duration: float, requests: int, concurrenc
                 return await client.tag(clip, filename="clip.wav")
             return await client.transcribe(clip, filename="clip.wav", tags=True, language="en")
 
-        await send()  # warm-up, not counted
+        await asyncio.gather(*(send() for _ in range(concurrency)))  # warm-up, not counted
+        on_warm()
 
         async def worker():
             for _ in counter:
@@ -249,8 +254,11 @@ def run(name: str, env: dict[str, str], clip: bytes, duration: float, args, work
     result = RunResult(name, args.requests, args.concurrency)
     with Server(env, workdir / f"server-{name.replace(' ', '-')}.log") as server:
         result.rss_ready_mb = rss_mb(server.pid)["VmRSS"]
+        def record_warm() -> None:
+            result.rss_warm_mb = rss_mb(server.pid)["VmRSS"]
+
         asyncio.run(load(server.url, clip, duration, args.requests, args.concurrency, args.max_seconds, result,
-                         args.endpoint))
+                         args.endpoint, record_warm))
         memory = rss_mb(server.pid)
         result.rss_after_mb, result.rss_peak_mb = memory["VmRSS"], memory["VmHWM"]
         result.windows_per_call = windows_per_call(server.url)
@@ -263,21 +271,22 @@ def run(name: str, env: dict[str, str], clip: bytes, duration: float, args, work
 def table(results: list[RunResult]) -> str:
     lines = [
         "| run | ok / sent | concurrency | req/s | audio s/s | p50 s | p95 s | p99 s | errors | windows/call "
-        + "| RSS ready MB | RSS after MB | RSS peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        + "| RSS ready MB | RSS before MB | RSS after MB | growth | RSS peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items())) or "0"
         per_call = f"{r.windows_per_call:.2f}" if r.windows_per_call is not None else "n/a"
         lines.append(f"| {r.name} | {r.ok} / {r.requests} | {r.concurrency} | {r.req_per_s:.2f} | {r.audio_per_s:.1f} "
                      f"| {r.percentile(50):.2f} | {r.percentile(95):.2f} | {r.percentile(99):.2f} | {errors} "
-                     f"| {per_call} | {r.rss_ready_mb:.0f} | {r.rss_after_mb:.0f} | {r.rss_peak_mb:.0f} |")
+                     f"| {per_call} | {r.rss_ready_mb:.0f} | {r.rss_warm_mb:.0f} | {r.rss_after_mb:.0f} "
+                     f"| {(r.rss_after_mb / r.rss_warm_mb - 1) * 100:+.1f} % | {r.rss_peak_mb:.0f} |")
     if len(results) == 2 and results[1].req_per_s and results[1].percentile(50):
         a, b = results
         lines.append(f"| ratio {a.name} / {b.name} | | | {a.req_per_s / b.req_per_s:.2f}× "
                      f"| {a.audio_per_s / b.audio_per_s:.2f}× | {a.percentile(50) / b.percentile(50):.2f}× "
                      f"| {a.percentile(95) / b.percentile(95):.2f}× | {a.percentile(99) / b.percentile(99):.2f}× | "
-                     f"| | | | {a.rss_peak_mb / b.rss_peak_mb:.2f}× |")
+                     f"| | | | | | {a.rss_peak_mb / b.rss_peak_mb:.2f}× |")
     return "\n".join(lines)
 
 

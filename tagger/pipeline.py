@@ -256,6 +256,8 @@ def load_model(
     and optionally a tagging head: a path to a head checkpoint, an official Whisper-AT ``.pth``,
     ``"default"`` for the head bundled for this model, or None (transcripts only)."""
     device = torch.device(device or default_device())
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but this torch sees no CUDA GPU; use device='cpu'")
     whisper_model, weights = load_whisper(name, device, cache_dir=cache_dir, download=download)
     loaded_head: LoadedHead | None
     if head is None or isinstance(head, LoadedHead):

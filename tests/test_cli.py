@@ -69,3 +69,10 @@ def test_unknown_model_lists_where_it_looked():
     path, _ = speech_clips()[0]
     run = earmark("transcribe", str(path), "--model", "no-such-model")
     assert run.returncode == 2 and "Traceback" not in run.stderr and "no-such-model" in run.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_asking_for_a_missing_gpu_is_a_clear_error():
+    path, _ = speech_clips()[0]
+    run = earmark("transcribe", str(path), "--model", "tiny.en", "--device", "cuda")
+    assert run.returncode == 2 and "CUDA" in run.stderr and "Traceback" not in run.stderr

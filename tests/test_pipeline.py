@@ -256,3 +256,19 @@ def test_too_short_or_empty_audio_is_refused(tiny_en):
         tiny_en.transcribe(b"")
     with pytest.raises(EmptyAudioError):
         tiny_en.transcribe(np.zeros(16, np.float32))  # 1 ms: not one 10 ms frame
+
+
+def test_an_hour_long_recording_is_encoded_once_and_tagged_throughout(tiny_en_tagged):
+    """An hour of quiet room noise with one spoken sentence 40 minutes in."""
+    path, transcript = speech_clips()[0]
+    speech = load_audio(path)
+    audio = np.random.default_rng(1).standard_normal(16000 * 3600).astype(np.float32) * 1e-4
+    at = 16000 * 2400 + 16000 * 7  # 40:07, inside the window that starts at 40:00
+    audio[at : at + len(speech)] += speech
+    with EncoderCounter(tiny_en_tagged) as counter:
+        result = tiny_en_tagged.transcribe(audio, tag_resolution=10.0, top_k=1)
+    assert counter.windows == 120
+    assert len(result.tags) == 360 and result.tags[-1].end == 3600.0
+    assert result.segments and all(2400 <= s.start and s.end <= 2430 for s in result.segments)
+    normalise = EnglishTextNormalizer()
+    assert jiwer.wer(normalise(transcript), normalise(result.text)) <= 0.2
