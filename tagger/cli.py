@@ -1,4 +1,4 @@
-"""The ``earmark`` command line: ``earmark transcribe|tag FILE...`` and ``earmark serve``."""
+"""The ``earmark`` command line: ``transcribe``, ``tag``, ``serve``, ``extract``, ``train``, ``evaluate``, ``convert-head``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,20 @@ from tqdm import tqdm
 
 from .audio import AudioError
 from .pipeline import DEFAULT_TAG_RESOLUTION, load_model
+from .train.convert import add_convert_head_arguments, run_convert_head
+from .train.evaluate import add_evaluate_arguments, run_evaluate
+from .train.extract import add_extract_arguments, run_extract
+from .train.trainer import add_train_arguments, run_train
 from .writers import FORMATS, render
+
+# Commands that bring their own model handling: name -> (help, add arguments, run)
+TRAINING_COMMANDS = {
+    "extract": ("encoder features of a labeled data set, cached for training", add_extract_arguments, run_extract),
+    "train": ("train a tagging head on cached features", add_train_arguments, run_train),
+    "evaluate": ("mAP, AUC, d-prime (and k-fold cross-validation) of a head", add_evaluate_arguments, run_evaluate),
+    "convert-head": ("convert an official Whisper-AT .pth head to safetensors + card", add_convert_head_arguments,
+                     run_convert_head),
+}
 
 
 def top_k_value(text: str) -> int | None:
@@ -63,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", default=None, help="Whisper model to serve (EARMARK_MODEL)")
     serve.add_argument("--head", default=None, help="tagging head to serve (EARMARK_HEAD)")
     serve.add_argument("--device", default=None, help="cpu or cuda (EARMARK_DEVICE)")
+
+    for name, (description, add_arguments, _) in TRAINING_COMMANDS.items():
+        add_arguments(commands.add_parser(name, help=description, description=description))
     return parser
 
 
@@ -86,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)  # the service configures its own (JSON) logging
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in TRAINING_COMMANDS:
+        return TRAINING_COMMANDS[args.command][2](args)
     if args.command == "tag" and args.head is None:
         print("earmark tag: needs a tagging head; pass --head PATH (or --head default where one is bundled)", file=sys.stderr)
         return 2

@@ -1,0 +1,440 @@
+"""Scoring clips with a head, and ``earmark evaluate``.
+
+A clip is scored the way the tagger serves it: its real steps are cut into tag windows of
+``window`` seconds (10 s = 25 steps), the last one shorter, never padded; every window goes
+through the head; the clip's score per class is the **max** over its windows of the sigmoid
+(multi-label heads: a sound present anywhere is present in the clip) or the **mean** over its
+windows of the softmax (single-label heads). A clip of at most one window is simply that window.
+
+``earmark evaluate`` reports mAP, mAUC, d-prime (and accuracy for single-label sets) of a head on
+cached features (``--features``) or on labeled audio extracted on the fly (``--data``), with
+per-class AP as CSV and a bar chart (``--report-dir``), or runs k-fold cross-validation over the
+cache's ``fold`` column (``--folds``): train on the other folds with the ``train`` options, test
+on the held-out fold, report mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..heads import LoadedHead, load_head
+from ..labels import LabelSet
+from ..tagging import steps_per_window
+from .metrics import Metrics, compute_metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 10.0
+
+
+def window_spans(n_steps: int, window_steps: int) -> list[tuple[int, int]]:
+    """The tag windows ``[start, stop)`` of a clip of ``n_steps`` steps (the last may be shorter)."""
+    n_steps = max(1, n_steps)
+    return [(start, min(n_steps, start + window_steps)) for start in range(0, n_steps, window_steps)]
+
+
+@torch.inference_mode()
+def score_clips(
+    module: torch.nn.Module,
+    features: Sequence[Any],
+    window_steps: int,
+    multi_label: bool,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+) -> np.ndarray:
+    """Clip-level probabilities ``[N, C]`` of ``features`` (each ``[L, T_i, D]``, numpy or torch)
+    under ``module`` (a head, in eval mode): windows of the same length are batched together."""
+    device = torch.device(device)
+    n_classes = module.n_classes
+    dtype = next(module.parameters()).dtype
+    by_length: dict[int, list[tuple[int, int]]] = defaultdict(list)  # length -> [(clip, start)]
+    n_windows = np.zeros(len(features), dtype=np.int64)
+    for clip, feat in enumerate(features):
+        for start, stop in window_spans(int(feat.shape[1]), window_steps):
+            by_length[stop - start].append((clip, start))
+            n_windows[clip] += 1
+    out = np.full((len(features), n_classes), -np.inf if multi_label else 0.0, dtype=np.float64)
+    use_amp = amp and device.type == "cuda"
+    for length in sorted(by_length):
+        items = by_length[length]
+        for first in range(0, len(items), batch_size):
+            chunk = items[first : first + batch_size]
+            batch = np.stack([np.asarray(features[clip][:, start : start + length]) for clip, start in chunk])
+            x = torch.from_numpy(batch).to(device=device, non_blocking=True).to(dtype)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                logits = module(x).float()
+            probs = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).cpu().numpy()
+            clips = np.array([clip for clip, _ in chunk])
+            if multi_label:
+                np.maximum.at(out, clips, probs)
+            else:
+                np.add.at(out, clips, probs)
+    if not multi_label:
+        out /= np.maximum(n_windows, 1)[:, None]
+    return out.astype(np.float32)
+
+
+def label_mapping(head_labels: LabelSet, data_labels: LabelSet) -> tuple[np.ndarray, np.ndarray]:
+    """``(data_columns, head_columns)``: the classes both label sets share, matched by mid.
+
+    Identical sets map one to one. ValueError when they share no class."""
+    if head_labels.mids == data_labels.mids:
+        every = np.arange(len(data_labels))
+        return every, every
+    head_index = {mid.casefold(): i for i, mid in enumerate(head_labels.mids)}
+    pairs = [(i, head_index[mid.casefold()]) for i, mid in enumerate(data_labels.mids) if mid.casefold() in head_index]
+    if not pairs:
+        raise ValueError(
+            f"the head's labels ({head_labels.name!r}, {len(head_labels)} classes) and the data's labels "
+            f"({data_labels.name!r}, {len(data_labels)} classes) share no class by mid; evaluate a head "
+            f"trained for this label set"
+        )
+    data_cols, head_cols = zip(*pairs)
+    return np.array(data_cols), np.array(head_cols)
+
+
+@dataclass
+class Evaluation:
+    """A head's metrics on a data set, with the scores behind them."""
+
+    metrics: Metrics
+    labels: LabelSet  # the data's classes that were scored (the shared ones if the sets differ)
+    scores: np.ndarray  # [N, C'] clip probabilities in the order of ``labels``
+    targets: np.ndarray  # [N, C']
+    missing: list[str]  # mids of data classes the head does not score (left out of the metrics)
+
+
+def evaluate_head(
+    head: LoadedHead,
+    data: Any,
+    *,
+    window: float = DEFAULT_WINDOW,
+    batch_size: int = 64,
+    amp: bool = True,
+) -> Evaluation:
+    """Score every clip of ``data`` (a FeatureCache or anything with ``features(i)``, ``targets()``,
+    ``labels``, ``__len__``) with ``head``; the label sets are matched by mid."""
+    if (data.n_layers, data.d_model) != (head.card.n_layers, head.card.d_model):
+        raise ValueError(
+            f"the head reads L={head.card.n_layers} blocks of width {head.card.d_model}, but the features "
+            f"have L={data.n_layers}, D={data.d_model}: they come from a different Whisper model"
+        )
+    data_sha = getattr(data, "backbone_sha256", None)
+    if head.card.backbone_sha256 and data_sha and head.card.backbone_sha256.lower() != str(data_sha).lower():
+        log.warning("the head was trained on Whisper weights %s..., the features come from %s...",
+                    head.card.backbone_sha256[:12], str(data_sha)[:12])
+    data_cols, head_cols = label_mapping(head.card.labels, data.labels)
+    features = [data.features(i) for i in range(len(data))]
+    scores = score_clips(head.module, features, steps_per_window(window), head.card.multi_label,
+                         batch_size=batch_size, device=head.device, amp=amp)
+    targets = np.asarray(data.targets(), dtype=np.float32)
+    data_labels: LabelSet = data.labels
+    if len(data_cols) == len(data_labels) and np.array_equal(data_cols, head_cols):
+        labels, missing = data_labels, []
+    else:
+        keep = set(data_cols.tolist())
+        missing = [label.mid for label in data_labels if label.index not in keep]
+        labels = LabelSet.from_json(data_labels.name, [
+            {"index": new, "mid": data_labels[old].mid, "name": data_labels[old].name}
+            for new, old in enumerate(data_cols.tolist())
+        ])
+        scores, targets = scores[:, head_cols], targets[:, data_cols]
+        if missing:
+            log.warning("the head does not score %d of the data's classes (%s); they are left out",
+                        len(missing), ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    metrics = compute_metrics(targets, scores, multi_label=head.card.multi_label)
+    return Evaluation(metrics=metrics, labels=labels, scores=scores, targets=targets, missing=missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def write_per_class_csv(evaluation: Evaluation, path: Path) -> Path:
+    m = evaluation.metrics
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "mid", "name", "positives", "ap", "auc"])
+        for label, ap, auc, pos in zip(evaluation.labels, m.per_class_ap, m.per_class_auc, m.positives):
+            writer.writerow([label.index, label.mid, label.name, pos,
+                             "" if not math.isfinite(ap) else f"{ap:.6f}", "" if not math.isfinite(auc) else f"{auc:.6f}"])
+    return path
+
+
+def write_report(evaluation: Evaluation, report_dir: Path, title: str = "") -> dict[str, Path]:
+    """``per_class.csv``, ``per_class_ap.png`` and ``metrics.json`` in ``report_dir``."""
+    from .plots import plot_per_class_ap
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": write_per_class_csv(evaluation, report_dir / "per_class.csv")}
+    paths["png"] = plot_per_class_ap(list(evaluation.labels.names), evaluation.metrics.per_class_ap,
+                                     report_dir / "per_class_ap.png", title=title)
+    paths["json"] = report_dir / "metrics.json"
+    paths["json"].write_text(json.dumps(evaluation.metrics.to_json(), indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio data (``--data``): features extracted on the fly
+
+
+class ArrayFeatures:
+    """In-memory stand-in for a FeatureCache: features of clips extracted on the fly."""
+
+    def __init__(self, features: list[np.ndarray], targets: np.ndarray, labels: LabelSet, multi_label: bool,
+                 backbone: str | None = None, backbone_sha256: str | None = None,
+                 folds: np.ndarray | None = None, path: str = "<memory>"):
+        if not features:
+            raise ValueError("no clips")
+        self._features = features
+        self._targets = np.asarray(targets, dtype=np.float32)
+        self._folds = folds
+        self.labels = labels
+        self.multi_label = multi_label
+        self.backbone = backbone
+        self.backbone_sha256 = backbone_sha256
+        self.n_layers, _, self.d_model = features[0].shape
+        self.path = path
+        self.meta: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def features(self, i: int) -> np.ndarray:
+        return self._features[i]
+
+    def targets(self) -> np.ndarray:
+        return self._targets
+
+    def folds(self) -> np.ndarray | None:
+        return self._folds
+
+    def subset(self, indices) -> ArrayFeatures:
+        indices = [int(i) for i in indices]
+        return ArrayFeatures([self._features[i] for i in indices], self._targets[indices], self.labels,
+                             self.multi_label, self.backbone, self.backbone_sha256,
+                             None if self._folds is None else self._folds[indices], self.path)
+
+
+def features_from_audio(data_path: str | Path, model_name: str | None, head: LoadedHead | None, *,
+                        data_format: str = "auto", device: str | None = None, labels: str = "auto",
+                        max_duration: float | None = None, chunk: int = 64) -> ArrayFeatures:
+    """Load a labeled audio data set (any ``earmark extract`` format) and extract its features on
+    the fly with ``clip_features`` (the inference path) and the Whisper model named by the head
+    card's backbone (or ``model_name``). With a head, the data's labels are looked up in the head's
+    label set (by mid or display name) and clips with a label the head does not know are left out
+    with a warning; without one (cross-validation) the label set is resolved as ``extract`` does."""
+    from .. import load_model
+    from ..audio import load_audio
+    from .datasets import default_multi_label, label_indices, load_dataset, resolve_labels
+    from .features import clip_features, prepare_audio
+
+    name = model_name or (head.card.backbone if head is not None else None)
+    if not name:
+        raise ValueError("no Whisper model to extract features with: the head card names no backbone (or there is "
+                         "no head); pass --model")
+    dataset = load_dataset(data_path, format=data_format)
+    if head is not None:
+        label_set, multi_label = head.card.labels, head.card.multi_label
+    else:
+        label_set = resolve_labels(dataset.clips, labels)
+        multi_label = default_multi_label(dataset.clips, label_set)
+    model = load_model(name, device=device)
+    if head is not None and head.card.backbone_sha256 and head.card.backbone_sha256.lower() != model.weights.sha256.lower():
+        raise ValueError(
+            f"the head was trained on Whisper weights with sha256 {head.card.backbone_sha256[:12]}..., but "
+            f"{name!r} resolves to weights with sha256 {model.weights.sha256[:12]}...; pass the --model the head was trained on"
+        )
+    kept, indices, skipped = [], [], []
+    for clip in dataset.clips:
+        try:
+            indices.append(label_indices(clip, label_set))
+            kept.append(clip)
+        except KeyError as unknown:
+            skipped.append((clip.clip_id, str(unknown)))
+    if skipped:
+        log.warning("%d clips have labels the head does not score and are left out (first: %s)",
+                    len(skipped), skipped[0][1])
+    if not kept:
+        raise ValueError(f"no clip of {data_path} has labels in the {label_set.name!r} label set")
+    feats: list[np.ndarray] = []
+    for first in range(0, len(kept), chunk):
+        audios = [prepare_audio(clip, load_audio(clip.path), max_duration) for clip in kept[first : first + chunk]]
+        feats.extend(clip_features(model, audios))
+    targets = np.zeros((len(kept), len(label_set)), dtype=np.float32)
+    for row, clip_labels in enumerate(indices):
+        targets[row, clip_labels] = 1.0
+    folds = [clip.fold for clip in kept]
+    fold_array = np.array([-1 if f is None else f for f in folds]) if any(f is not None for f in folds) else None
+    return ArrayFeatures(feats, targets, label_set, multi_label, backbone=model.name,
+                         backbone_sha256=model.weights.sha256, folds=fold_array, path=str(data_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-validation
+
+
+@dataclass
+class FoldResult:
+    fold: Any
+    train_clips: int
+    test_clips: int
+    metrics: Metrics
+
+
+def cross_validate(data: Any, config: Any, work_dir: Path, *, window: float = DEFAULT_WINDOW,
+                   eval_batch_size: int = 64, command_line: str | None = None) -> tuple[list[FoldResult], dict]:
+    """k-fold cross-validation over ``data.folds()``: for each fold, train a head (``config``, a
+    ``TrainConfig``) on the other folds with no dev set (the checkpoint-averaged model is kept, so
+    the held-out fold never steers training), and evaluate it on the held-out fold.
+    Returns the per-fold results and a summary: mean and sample standard deviation (ddof=1)."""
+    from .trainer import train_head
+
+    folds = data.folds()
+    if folds is None:
+        raise ValueError(f"{getattr(data, 'path', 'the data')} has no fold column; cross-validation needs one")
+    folds = np.asarray(folds)
+    values = sorted(set(folds.tolist()) - {-1})  # -1: a clip without a fold, always trained on
+    if len(values) < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds; the data has {len(values)}")
+    results = []
+    for value in values:
+        test_idx = np.flatnonzero(folds == value)
+        train_idx = np.flatnonzero(folds != value)
+        train_part, test_part = data.subset(train_idx), data.subset(test_idx)
+        log.info("fold %s: training on %d clips, testing on %d", value, len(train_idx), len(test_idx))
+        result = train_head(train_part, None, config, work_dir / f"fold_{value}.safetensors",
+                            command_line=command_line, write_plot=False)
+        head = load_head(result.path, device=result.device)
+        evaluation = evaluate_head(head, test_part, window=window, batch_size=eval_batch_size, amp=config.amp)
+        results.append(FoldResult(value, len(train_idx), len(test_idx), evaluation.metrics))
+    summary = {}
+    for key in ("mAP", "mAUC", "d_prime", "accuracy"):
+        vals = np.array([getattr(r.metrics, key) for r in results], dtype=np.float64)
+        finite = vals[np.isfinite(vals)]
+        mean = float(finite.mean()) if finite.size else float("nan")
+        std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0 if finite.size else float("nan")
+        summary[key] = {"mean": _clean(mean), "std": _clean(std)}
+    return results, summary
+
+
+def _clean(value: float) -> float | None:
+    return None if not math.isfinite(value) else value
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .trainer import add_training_options
+
+    parser.add_argument("--head", default=None, help="the head to evaluate (.safetensors + .json card, or a Whisper-AT .pth)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--features", default=None, help="a feature cache (from `earmark extract`)")
+    source.add_argument("--data", default=None,
+                        help="labeled audio (CSV/JSON/folder, as `earmark extract` reads): features are extracted "
+                             "on the fly with the head card's backbone (or --model)")
+    parser.add_argument("--data-format", default="auto", help="format of --data (default: auto)")
+    parser.add_argument("--model", default=None, help="Whisper model for --data (default: the head card's backbone)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="write per_class.csv, per_class_ap.png and metrics.json here")
+    parser.add_argument("--eval-window", type=float, default=DEFAULT_WINDOW,
+                        help="tag window in seconds for scoring clips, a multiple of 0.4 (default: 10)")
+    parser.add_argument("--eval-batch-size", type=int, default=64, help="windows per forward pass (default: 64)")
+    parser.add_argument("--folds", action="store_true",
+                        help="k-fold cross-validation over the data's fold column: train a head (--head-type and the "
+                             "training options below) on k-1 folds, test on the held-out one; report mean ± std")
+    parser.add_argument("--head-type", dest="head_type", default="tl_tr",
+                        help="head type trained in each fold with --folds (default: tl_tr)")
+    add_training_options(parser, include_head=False)
+
+
+def _print_metrics(metrics: dict, stream=sys.stdout) -> None:
+    for key in ("mAP", "mAUC", "d_prime", "accuracy"):
+        value = metrics.get(key)
+        if value is not None:
+            print(f"{key:>9}: {value:.4f}", file=stream)
+    print(f"    clips: {metrics['n_clips']}, classes: {metrics['n_classes']} "
+          f"({metrics['classes_scored']} with positives)", file=stream)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .trainer import config_from_args, setup_threads
+
+    setup_threads(getattr(args, "threads", None))
+    try:
+        head = None
+        if args.head is not None:
+            head = load_head(args.head, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        elif not args.folds:
+            print("earmark evaluate: --head is required (or --folds to cross-validate)", file=sys.stderr)
+            return 2
+        if args.features:
+            from .features import FeatureCache
+
+            data = FeatureCache.open(args.features)
+        else:
+            data = features_from_audio(args.data, args.model, head, data_format=args.data_format, device=args.device)
+        if args.folds:
+            import tempfile
+
+            config = config_from_args(args)
+            with tempfile.TemporaryDirectory(prefix="earmark-cv-") as scratch:
+                work_dir = args.report_dir or Path(scratch)  # the fold heads: kept with --report-dir
+                work_dir.mkdir(parents=True, exist_ok=True)
+                results, summary = cross_validate(data, config, work_dir, window=args.eval_window,
+                                                  eval_batch_size=args.eval_batch_size,
+                                                  command_line=" ".join(sys.argv))
+            payload = {"folds": [{"fold": r.fold, "train_clips": r.train_clips, "test_clips": r.test_clips,
+                                  **r.metrics.summary()} for r in results], "summary": summary}
+            if args.report_dir:
+                with open(args.report_dir / "folds.csv", "w", newline="", encoding="utf-8") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(["fold", "train_clips", "test_clips", "mAP", "mAUC", "d_prime", "accuracy"])
+                    for r in results:
+                        m = r.metrics.summary()
+                        writer.writerow([r.fold, r.train_clips, r.test_clips,
+                                         *(m[k] if m[k] is not None else "" for k in ("mAP", "mAUC", "d_prime", "accuracy"))])
+                (args.report_dir / "cv.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+            if args.json:
+                print(json.dumps(payload, indent=2))
+            else:
+                for r in results:
+                    print(f"fold {r.fold}: mAP {r.metrics.mAP:.4f}, accuracy {r.metrics.accuracy:.4f} "
+                          f"({r.test_clips} clips)")
+                for key, stats in summary.items():
+                    if stats["mean"] is not None:
+                        print(f"{key:>9}: {stats['mean']:.4f} ± {stats['std']:.4f}")
+            return 0
+        evaluation = evaluate_head(head, data, window=args.eval_window, batch_size=args.eval_batch_size,
+                                   amp=not args.no_amp)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"earmark evaluate: {error}", file=sys.stderr)
+        return 2
+    summary = evaluation.metrics.summary()
+    if evaluation.missing:
+        summary["classes_not_in_head"] = evaluation.missing
+    if args.report_dir:
+        write_report(evaluation, args.report_dir, title=f"{Path(args.head).name} on {Path(str(data.path)).name}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_metrics(summary)
+    return 0
