@@ -7,6 +7,8 @@ output, after ``ln_post``) and what the tagging heads need (every block's output
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -108,6 +110,16 @@ class Backbone:
     @property
     def d_model(self) -> int:
         return self.model.dims.n_audio_state
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """sha256 of the encoder's weights (names and float32 values): what a tagging head depends
+        on, the same whichever file or format the weights were loaded from."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.encoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     @torch.inference_mode()
     def encode(self, mel: torch.Tensor) -> Encoded:

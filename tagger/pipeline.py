@@ -55,7 +55,7 @@ class EarmarkModel:
         self.head = head
         self.encode_batch_size = encode_batch_size
         if head is not None:
-            check_backbone(head.card, self.backbone.n_layers, self.backbone.d_model, weights.sha256)
+            check_backbone(head.card, self.backbone.n_layers, self.backbone.d_model, self.backbone.sha256)
 
     @property
     def name(self) -> str:

@@ -311,7 +311,7 @@ def test_train_evaluate_and_tag_end_to_end(tiny_en, split, drum_csvs, tmp_path: 
     card = json.loads(out.with_suffix(".json").read_text())
     extra = card["extra"]
     assert (card["head_type"], card["multi_label"], card["backbone"]) == ("tl_tr", False, "tiny.en")
-    assert card["backbone_sha256"] == tiny_en.weights.sha256 and [l["name"] for l in card["labels"]] == list(DRUM_CLASSES)
+    assert card["backbone_sha256"] == tiny_en.backbone.sha256 and [l["name"] for l in card["labels"]] == list(DRUM_CLASSES)
     assert extra["training_data"]["train"]["clips"] == len(train)
     assert sum(extra["training_data"]["train"]["class_counts"].values()) == len(train)
     assert extra["metrics"]["dev"]["accuracy"] is not None and extra["metrics"]["selected"]

@@ -233,7 +233,7 @@ def test_extracted_features_equal_the_inference_path(tiny_en, drum_cache):
     out, clips, report = drum_cache
     assert (report.n_done, report.n_skipped, report.n_cached) == (len(clips), 0, 0)
     cache = FeatureCache.open(out)
-    assert (cache.backbone, cache.backbone_sha256) == (tiny_en.weights.name, tiny_en.weights.sha256)
+    assert (cache.backbone, cache.backbone_sha256) == (tiny_en.weights.name, tiny_en.backbone.sha256)
     assert (cache.n_layers, cache.d_model, cache.multi_label) == (4, 384, True)
     assert cache.labels.names == DRUM_CLASSES and cache.labels.mids[0] == "custom:cymbal"
     assert cache.clip_ids == [c.clip_id for c in clips]
@@ -344,6 +344,7 @@ def test_a_cache_refuses_another_backbone_or_label_set(tiny_en, drum_cache):
     before = (out / "index.json").read_bytes()
     weights = dataclasses.replace(tiny_en.weights, name="base", sha256="0" * 64)
     other = EarmarkModel(tiny_en.whisper, weights)
+    other.backbone.sha256 = "0" * 64  # as if the encoder weights differed
     with pytest.raises(CacheMismatchError, match="backbone 'tiny.en'"):
         extract_features(other, clips, out, resolve_labels(clips), True, progress=False)
     with pytest.raises(CacheMismatchError, match="label set"):

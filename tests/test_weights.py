@@ -300,6 +300,22 @@ def test_user_pt_path(tiny_checkpoint, tmp_path):
     assert torch.equal(dense_alignment_mask(model), dense_alignment_mask(reference))
 
 
+def test_encoder_checksum_does_not_depend_on_the_file(tiny_checkpoint, tmp_path):
+    """Heads record the encoder weights' checksum, not the checkpoint file's: the same weights saved
+    another way (float16, another pickle) still fit the head; other encoder weights do not."""
+    from tagger.pipeline import load_model
+
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    checkpoint["model_state_dict"] = {k: v.half() for k, v in checkpoint["model_state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "half.pt")
+    bundled, resaved = load_model("tiny.en", device="cpu"), load_model(tmp_path / "half.pt", device="cpu")
+    assert bundled.weights.sha256 != resaved.weights.sha256
+    assert bundled.backbone.sha256 == resaved.backbone.sha256
+    checkpoint["model_state_dict"]["encoder.ln_post.bias"][0] += 1e-3
+    torch.save(checkpoint, tmp_path / "changed.pt")
+    assert load_model(tmp_path / "changed.pt", device="cpu").backbone.sha256 != bundled.backbone.sha256
+
+
 def test_user_ct2_dir_converts_once(tiny_checkpoint, tmp_path):
     cache = tmp_path / "cache"
     resolved = resolve_weights(TINY_CT2_DIR, cache_dir=cache)

@@ -255,10 +255,10 @@ def features_from_audio(data_path: str | Path, model_name: str | None, head: Loa
         label_set = resolve_labels(dataset.clips, labels)
         multi_label = default_multi_label(dataset.clips, label_set)
     model = load_model(name, device=device)
-    if head is not None and head.card.backbone_sha256 and head.card.backbone_sha256.lower() != model.weights.sha256.lower():
+    if head is not None and head.card.backbone_sha256 and head.card.backbone_sha256.lower() != model.backbone.sha256.lower():
         raise ValueError(
             f"the head was trained on Whisper weights with sha256 {head.card.backbone_sha256[:12]}..., but "
-            f"{name!r} resolves to weights with sha256 {model.weights.sha256[:12]}...; pass the --model the head was trained on"
+            f"{name!r} resolves to weights with sha256 {model.backbone.sha256[:12]}...; pass the --model the head was trained on"
         )
     kept, indices, skipped = [], [], []
     for clip in dataset.clips:
@@ -282,7 +282,7 @@ def features_from_audio(data_path: str | Path, model_name: str | None, head: Loa
     folds = [clip.fold for clip in kept]
     fold_array = np.array([-1 if f is None else f for f in folds]) if any(f is not None for f in folds) else None
     return ArrayFeatures(feats, targets, label_set, multi_label, backbone=model.name,
-                         backbone_sha256=model.weights.sha256, folds=fold_array, path=str(data_path))
+                         backbone_sha256=model.backbone.sha256, folds=fold_array, path=str(data_path))
 
 
 # ---------------------------------------------------------------------------------------------

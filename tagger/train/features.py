@@ -394,7 +394,7 @@ def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | 
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "backbone": model.weights.name,
-        "backbone_sha256": model.weights.sha256,
+        "backbone_sha256": model.backbone.sha256,
         "n_layers": model.backbone.n_layers,
         "d_model": model.backbone.d_model,
         "dtype": "float16",
