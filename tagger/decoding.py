@@ -7,12 +7,21 @@ is the decoder alone. Temperature fallback re-decodes the same features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
+from torch import Tensor
 from whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
-from whisper.decoding import DecodingOptions, DecodingResult, decode, detect_language
+from whisper.decoding import (
+    DecodingOptions,
+    DecodingResult,
+    DecodingTask,
+    LogitFilter,
+    PyTorchInference,
+    detect_language,
+)
 from whisper.model import Whisper
 from whisper.timing import add_word_timestamps
 from whisper.tokenizer import Tokenizer, get_tokenizer
@@ -21,6 +30,8 @@ from .results import Segment, Word
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
 WINDOW_SECONDS = N_FRAMES * HOP_LENGTH / SAMPLE_RATE
+UNFINISHED_SECONDS = 1.0  # a window whose text stops this long before its end, over sound, is continued
+AUDIBLE_BELOW_PEAK_DB = 35.0  # sound within this many dB of the window's loudest 10 ms counts as audible
 
 
 @dataclass
@@ -55,6 +66,61 @@ class DecoderOnly:
 
     def __call__(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.decoder(tokens, features)
+
+
+class PromptOnceInference(PyTorchInference):
+    """openai-whisper's decoder inference, except that the first forward pass (the whole prompt)
+    projects onto the vocabulary only where decoding reads the logits: the start-of-transcript
+    position (the no-speech probability) and the last one. Whisper projects every prompt position,
+    a [prompt, vocabulary] product that costs more than the rest of the first step."""
+
+    def __init__(self, model: Whisper, initial_token_length: int, sot_index: int):
+        super().__init__(model, initial_token_length)
+        self.sot_index = sot_index
+
+    def logits(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
+        if tokens.shape[-1] > self.initial_token_length or tokens.shape[-1] <= 2:
+            return super().logits(tokens, audio_features)
+        if not self.kv_cache:
+            self.kv_cache, self.hooks = self.model.install_kv_cache_hooks()
+        decoder = self.model.decoder
+        x = (decoder.token_embedding(tokens) + decoder.positional_embedding[: tokens.shape[-1]]).to(audio_features.dtype)
+        for block in decoder.blocks:
+            x = block(x, audio_features, mask=decoder.mask, kv_cache=self.kv_cache)
+        read = [self.sot_index, tokens.shape[-1] - 1]
+        projected = (decoder.ln(x[:, read]) @ decoder.token_embedding.weight.to(x.dtype).T).float()
+        logits = projected.new_empty(tokens.shape[0], tokens.shape[-1], projected.shape[-1])
+        logits[:, read] = projected
+        return logits
+
+
+class Continuation(LogitFilter):
+    """Makes the decoder go on after a prefix that ends a segment: the first sampled token opens a
+    segment no earlier than the prefix's last timestamp, and the second may not end the text."""
+
+    def __init__(self, tokenizer: Tokenizer, sample_begin: int, min_timestamp: int):
+        self.tokenizer = tokenizer
+        self.sample_begin = sample_begin
+        self.min_timestamp = min_timestamp
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        if tokens.shape[1] == self.sample_begin:
+            logits[:, self.tokenizer.timestamp_begin : self.min_timestamp] = -np.inf
+        elif tokens.shape[1] == self.sample_begin + 1:
+            logits[:, self.tokenizer.eot] = -np.inf
+
+
+def decode(model: Whisper, features: Tensor, options: DecodingOptions, continue_after: int | None = None
+           ) -> DecodingResult:
+    """``whisper.decode`` of one encoded window [1500, D] (the encoder does not run), with the cheaper
+    first step; ``continue_after``: a timestamp token the text must go on from (see ``Continuation``)."""
+    task = DecodingTask(model, options)
+    task.inference = PromptOnceInference(model, len(task.initial_tokens), task.sot_index)
+    if hasattr(task.decoder, "inference"):  # beam search rearranges the key/value cache
+        task.decoder.inference = task.inference
+    if continue_after is not None:
+        task.logit_filters.append(Continuation(task.tokenizer, task.sample_begin, continue_after))
+    return task.run(features.unsqueeze(0))[0]
 
 
 def detect_language_from_features(model: Whisper, features: torch.Tensor) -> tuple[str, dict[str, float]]:
@@ -94,24 +160,27 @@ class WindowDecoder:
     def text(self) -> str:
         return self.tokenizer.decode(self.tokens[self._initial_tokens :]).strip()
 
+    def _options(self, temperature: float) -> DecodingOptions:
+        settings = self.settings
+        sampling = {"best_of": settings.best_of} if temperature > 0 else {
+            "beam_size": settings.beam_size, "patience": settings.patience}
+        return DecodingOptions(
+            task=settings.task,
+            language=self.language,
+            temperature=temperature,
+            prompt=self.tokens[self._prompt_reset_since :] or None,
+            suppress_tokens=settings.suppress_tokens,
+            fp16=self.model.device.type == "cuda",
+            **sampling,
+        )
+
     def decode_with_fallback(self, features: torch.Tensor) -> DecodingResult:
         """Decode one window at rising temperatures until the output looks sane; same features each time."""
         settings = self.settings
         temperatures = [settings.temperature] if isinstance(settings.temperature, (int, float)) else settings.temperature
         result: DecodingResult | None = None
         for temperature in temperatures:
-            sampling = {"best_of": settings.best_of} if temperature > 0 else {
-                "beam_size": settings.beam_size, "patience": settings.patience}
-            options = DecodingOptions(
-                task=settings.task,
-                language=self.language,
-                temperature=temperature,
-                prompt=self.tokens[self._prompt_reset_since :] or None,
-                suppress_tokens=settings.suppress_tokens,
-                fp16=features.dtype == torch.float16,
-                **sampling,
-            )
-            result = decode(self.model, features, options)
+            result = decode(self.model, features, self._options(temperature))
             too_repetitive = (
                 settings.compression_ratio_threshold is not None
                 and result.compression_ratio > settings.compression_ratio_threshold
@@ -127,8 +196,36 @@ class WindowDecoder:
         assert result is not None
         return result
 
-    def add_window(self, index: int, features: torch.Tensor, frames: int) -> list[Segment]:
-        """Decode window ``index`` (encoded features [1500, D], ``frames`` real mel frames)."""
+    def continue_unfinished(self, features: torch.Tensor, result: DecodingResult, seconds: float,
+                            loudness: np.ndarray | None) -> list[int]:
+        """The window's tokens, continued when the text stops early over audible sound.
+
+        Whisper ends a window's text early (closing timestamp, opening timestamp, end of text)
+        when speech runs past the window's end: its ``transcribe`` then re-encodes from that
+        timestamp. Windows here are fixed, so the decoder is run again on the same features with
+        the tokens so far as a prefix and made to go on; it transcribes the rest of the window.
+        """
+        tokens = list(result.tokens)
+        begin = self.tokenizer.timestamp_begin
+        if len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin or loudness is None or not len(loudness):
+            return tokens
+        last = (tokens[-1] - begin) * TIME_PRECISION
+        tail = loudness[int(last * 100) : int(seconds * 100)]
+        if seconds - last < UNFINISHED_SECONDS or not len(tail) or tail.max() < loudness.max() - AUDIBLE_BELOW_PEAK_DB:
+            return tokens
+        options = replace(self._options(result.temperature), prefix=tokens[:-1], max_initial_timestamp=None)
+        more = decode(self.model, features, options, continue_after=tokens[-1])
+        settings = self.settings
+        if (settings.logprob_threshold is not None and more.avg_logprob < settings.logprob_threshold) or (
+                settings.compression_ratio_threshold is not None
+                and more.compression_ratio > settings.compression_ratio_threshold):
+            return tokens
+        return tokens[:-1] + list(more.tokens)
+
+    def add_window(self, index: int, features: torch.Tensor, frames: int, loudness: np.ndarray | None = None
+                   ) -> list[Segment]:
+        """Decode window ``index`` (encoded features [1500, D], ``frames`` real mel frames; ``loudness``:
+        dBFS of each of its 10 ms frames, which lets an unfinished text be continued)."""
         settings = self.settings
         offset = index * WINDOW_SECONDS
         window_end = offset + frames * HOP_LENGTH / SAMPLE_RATE
@@ -137,7 +234,8 @@ class WindowDecoder:
             if settings.logprob_threshold is None or result.avg_logprob <= settings.logprob_threshold:
                 return []  # silence: Whisper would only make something up here
 
-        pieces = self._split_by_timestamps(result.tokens, offset, window_end)
+        tokens = self.continue_unfinished(features, result, frames * HOP_LENGTH / SAMPLE_RATE, loudness)
+        pieces = self._split_by_timestamps(tokens, offset, window_end)
         current = [
             {
                 "seek": index * N_FRAMES,
