@@ -94,6 +94,20 @@ def audio_duration(samples: np.ndarray) -> float:
     return samples.shape[-1] / SAMPLE_RATE if samples.ndim else 0.0
 
 
+def write_flac(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write mono audio (float in [-1, 1] or int16) as 16-bit FLAC, compressed as far as it goes."""
+    pcm = samples if samples.dtype == np.int16 else np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
+    with av.open(os.fspath(path), "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate, layout="mono")
+        stream.codec_context.options = {"compression_level": "12"}
+        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
 def load_audio(source: AudioSource, *, max_duration: float | None = None) -> np.ndarray:
     """Decode ``source`` to 1-D float32 samples at 16 kHz, mono, finite, in [-1, 1].
 
