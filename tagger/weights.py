@@ -111,7 +111,7 @@ def whisper_cache_dir() -> Path:
     return Path(os.getenv("XDG_CACHE_HOME", default)) / "whisper"
 
 
-def _download_allowed(download: bool | None) -> bool:
+def download_allowed(download: bool | None) -> bool:
     if download is not None:
         return download
     return os.environ.get("EARMARK_OFFLINE", "").strip().lower() not in ("1", "true", "yes")
@@ -571,7 +571,7 @@ def resolve_weights(name_or_path: str | os.PathLike, *, cache_dir: Path | None =
     else:
         tried.append(f"bundled packages: no bundled package for {name!r} (bundled: {', '.join(BUNDLED_MODELS)})")
 
-    if _download_allowed(download):
+    if download_allowed(download):
         try:
             log.info("downloading %s into %s", name, whisper_cache_dir())
             target = Path(whisper._download(whisper._MODELS[name], str(whisper_cache_dir()), False))

@@ -409,5 +409,5 @@ def test_offline_env(monkeypatch, tmp_path):
     """download=None follows EARMARK_OFFLINE: 1/true/yes mean offline."""
     for value, allowed in [("1", False), ("true", False), ("YES", False), ("0", True), ("", True)]:
         monkeypatch.setenv("EARMARK_OFFLINE", value)
-        assert W._download_allowed(None) is allowed
-    assert W._download_allowed(False) is False
+        assert W.download_allowed(None) is allowed
+    assert W.download_allowed(False) is False

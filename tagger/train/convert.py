@@ -4,14 +4,13 @@ The official files (``{model}_ori.pth`` for TL-Tr, ``{model}_low.pth`` for TL-Tr
 metadata; ``tagger.heads.load_head`` reads them strictly (every key and shape). The number of
 encoder blocks comes from ``--model`` (else from the file name, else from the width of the official
 Whisper sizes), and the card records the backbone name and, with ``--backbone-sha256``, the exact
-weights' checksum (left empty otherwise: the official heads were trained on OpenAI's released
+encoder weights' checksum (``EarmarkModel.backbone.sha256``; left empty otherwise: the official heads were trained on OpenAI's released
 weights, not on one particular file of this machine).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..heads import WEIGHTS_SUFFIX, WHISPER_ENCODERS, LoadedHead, load_head, save_head
+from ..weights import file_sha256
 
 _SIZE = re.compile(r"^(?P<size>tiny|base|small|medium|large)(\.en)?(-v[123])?$")
 
@@ -30,14 +30,6 @@ def encoder_layers(model: str) -> int:
         raise ValueError(f"unknown Whisper model {model!r}; give one of tiny, base, small, medium, large "
                          f"(optionally .en or -v1/-v2/-v3)")
     return WHISPER_ENCODERS[match.group("size")][0]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert_official_head(source: str | Path, out: str | Path, *, model: str | None = None,
@@ -56,7 +48,7 @@ def convert_official_head(source: str | Path, out: str | Path, *, model: str | N
         card.backbone = model
     if backbone_sha256:
         card.backbone_sha256 = backbone_sha256.lower()
-    card.extra = {**card.extra, "converted_from": source.name, "converted_from_sha256": _sha256(source),
+    card.extra = {**card.extra, "converted_from": source.name, "converted_from_sha256": file_sha256(source),
                   "converter": "earmark convert-head"}
     out = Path(out)
     if out.suffix != WEIGHTS_SUFFIX:
@@ -71,7 +63,7 @@ def add_convert_head_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="the Whisper model the head belongs to (sets the encoder block count and the card's "
                              "backbone; default: from the file name)")
-    parser.add_argument("--backbone-sha256", default=None, help="record the exact Whisper weights' sha256 in the card")
+    parser.add_argument("--backbone-sha256", default=None, help="record the encoder weights' sha256 (load_model(NAME).backbone.sha256) in the card")
     parser.add_argument("--fp16", action="store_true", help="save the weights as float16")
 
 

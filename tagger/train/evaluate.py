@@ -254,7 +254,7 @@ def features_from_audio(data_path: str | Path, model_name: str | None, head: Loa
     else:
         label_set = resolve_labels(dataset.clips, labels)
         multi_label = default_multi_label(dataset.clips, label_set)
-    model = load_model(name, device=device)
+    model = load_model(name, head=None, device=device)
     if head is not None and head.card.backbone_sha256 and head.card.backbone_sha256.lower() != model.backbone.sha256.lower():
         raise ValueError(
             f"the head was trained on Whisper weights with sha256 {head.card.backbone_sha256[:12]}..., but "

@@ -40,7 +40,8 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
                       help="sigmoid per class (default unless every clip has one label of a custom set)")
     mode.add_argument("--single-label", dest="multi_label", action="store_false",
                       help="softmax over classes: one label per clip")
-    parser.add_argument("--batch-size", type=int, default=8, help="30 s windows per encoder call (default: 8)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="30 s windows per encoder call (default: 16 on a GPU, 1 on a CPU, where batching is slower)")
     parser.add_argument("--shard-clips", type=int, default=2048, help="clips per shard file (default: 2048)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available; "
                                                       "under torchrun cuda:LOCAL_RANK)")
@@ -66,7 +67,7 @@ def run_extract(args: argparse.Namespace) -> int:
     rank, world = distributed.init_distributed(timeout_s=DISTRIBUTED_TIMEOUT_S)
     main = rank == 0
     try:
-        if args.batch_size < 1 or args.shard_clips < 1:
+        if (args.batch_size is not None and args.batch_size < 1) or args.shard_clips < 1:
             raise ValueError("--batch-size and --shard-clips must be at least 1")
         if args.max_duration is not None and not args.max_duration > 0:
             raise ValueError("--max-duration must be a positive number of seconds")
@@ -91,10 +92,10 @@ def run_extract(args: argparse.Namespace) -> int:
     try:
         # rank 0 first: a first load may convert weights into the cache; the others then find them there
         if main:
-            model = load_model(args.model, device=device, encode_batch_size=args.batch_size)
+            model = load_model(args.model, head=None, device=device, encode_batch_size=args.batch_size)
         distributed.barrier()
         if not main:
-            model = load_model(args.model, device=device, encode_batch_size=args.batch_size)
+            model = load_model(args.model, head=None, device=device, encode_batch_size=args.batch_size)
     except (FileNotFoundError, ValueError) as error:
         print(f"earmark extract: {error}", file=sys.stderr)
         distributed.cleanup()

@@ -487,7 +487,7 @@ def extract_features(
     labels: LabelSet,
     multi_label: bool,
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     shard_clips: int = 2048,
     max_duration: float | None = None,
     progress: bool = True,
@@ -499,7 +499,7 @@ def extract_features(
     skipped). Unreadable clips, clips shorter than 10 ms and clips whose labels do not fit
     (unknown, or not exactly one in single-label mode) are skipped and reported, never fatal.
 
-    ``batch_size``: windows per encoder call (several clips' windows share one call).
+    ``batch_size``: windows per encoder call (several clips' windows share one call; default: the model's).
     ``shard_clips``: clips per shard file. ``max_duration``: keep at most the first so many seconds
     of each clip (after cutting an AudioSet segment). ``flush_every``: clips between syncs to disk.
     ``decode_workers``: threads decoding ahead of the encoder (default 1 on CPU, 4 on CUDA).
@@ -510,6 +510,7 @@ def extract_features(
     """
     out = Path(out)
     started = time.perf_counter()
+    batch_size = batch_size or model.encode_batch_size
     if max_duration is not None and not max_duration > 0:
         raise ValueError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
     rank, world = distributed.rank(), distributed.world_size()
