@@ -1,0 +1,74 @@
+"""``earmark data build-default`` and ``earmark data train-default``: the default corpus and heads."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..heads import HEAD_TYPES
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="data_command", required=True)
+    build = commands.add_parser("build-default", help="build the default labeled corpus from Debian packages",
+                                description="Download the Debian packages of tagger/corpus/sources.csv into a cache, "
+                                            "synthesise speech, music and tones, and render train/dev/test clips.")
+    build.add_argument("--out", type=Path, required=True, help="the corpus folder to write")
+    build.add_argument("--cache", type=Path, default=None, help="package cache (default: the user cache folder)")
+    build.add_argument("--slice", choices=("full", "small"), default="full",
+                       help="small: a few small packages and little synthesis, for trying the builder out")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--no-synthesis", action="store_true", help="package recordings only")
+
+    fetch = commands.add_parser("fetch", help="download the packages a corpus build needs into the cache",
+                                description="Fetch (and unpack) every package build-default uses, without building.")
+    fetch.add_argument("--cache", type=Path, default=None, help="package cache (default: the user cache folder)")
+    fetch.add_argument("--slice", choices=("full", "small"), default="full")
+
+    train = commands.add_parser("train-default", help="train and compare heads on the default corpus",
+                                description="Extract features for each model, train each head type, report test "
+                                            "mAP and cost, and optionally install one type as the default heads.")
+    train.add_argument("--corpus", type=Path, required=True, help="a folder written by build-default")
+    train.add_argument("--work", type=Path, required=True, help="feature caches, trained heads and the comparison")
+    train.add_argument("--models", default="tiny.en,base", help="comma-separated Whisper models (default: tiny.en,base)")
+    train.add_argument("--heads", default="tl_tr", help=f"comma-separated head types of {', '.join(HEAD_TYPES)}")
+    train.add_argument("--install", default=None, help="copy this head type's heads into tagger/data/heads")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--window", type=float, default=10.0, help="training window in seconds (default: 10)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: the trainer's)")
+    train.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
+
+
+def run_data(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.data_command == "fetch":
+        from .default_corpus import collect_sources
+
+        collected = collect_sources(args.cache, args.slice)
+        print(f"{len(collected.packages)} packages, {len(collected.sources)} sources, in "
+              f"{time.perf_counter() - started:.0f} s")
+        return 0
+    if args.data_command == "build-default":
+        from .build import BuildConfig
+        from .default_corpus import build_default
+
+        report = build_default(args.out, args.cache, args.slice, BuildConfig(seed=args.seed),
+                               synthesise=not args.no_synthesis)
+        print(f"{len(report.clips)} clips, {len(report.covered)} covered classes, in {report.seconds:.0f} s: "
+              f"{args.out / 'CARD.md'}")
+        return 0
+    from ..train.trainer import TrainConfig
+    from .default_heads import train_defaults
+
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    unknown = [h for h in heads if h not in HEAD_TYPES]
+    if unknown or (args.install and args.install not in heads):
+        print(f"earmark data train-default: unknown head type {unknown or args.install}", file=sys.stderr)
+        return 2
+    config = TrainConfig(epochs=args.epochs, window=args.window, bf16=args.bf16, progress=False,
+                         **({"lr": args.lr} if args.lr else {}))
+    train_defaults(args.corpus, args.work, [m.strip() for m in args.models.split(",")], heads, config, args.install)
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
