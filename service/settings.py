@@ -22,7 +22,8 @@ class Settings(BaseSettings):
 
     # The model
     model: str = Field("base", description="Whisper model: a name (tiny.en, base, ...), a .pt checkpoint or a CTranslate2 directory")
-    head: str | None = Field(None, description="tagging head: a checkpoint path, an official Whisper-AT .pth, 'default', or unset")
+    head: str | None = Field("auto", description="tagging head: auto (the model's bundled head, if any), default, "
+                                                 "a checkpoint path, an official Whisper-AT .pth, or none")
     device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (unset: cuda when available)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads for inference (unset: torch's default)")
     load_delay: float = Field(0.0, ge=0, description="seconds to wait before loading the model (testing readiness only)")

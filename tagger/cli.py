@@ -1,4 +1,5 @@
-"""The ``earmark`` command line: ``transcribe``, ``tag``, ``serve``, ``extract``, ``train``, ``evaluate``, ``convert-head``."""
+"""The ``earmark`` command line: ``transcribe``, ``tag``, ``serve``, ``extract``, ``train``, ``evaluate``,
+``convert-head`` and ``data``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .audio import AudioError
+from .corpus.cli import add_data_arguments, run_data
 from .pipeline import DEFAULT_TAG_RESOLUTION, load_model
 from .train.convert import add_convert_head_arguments, run_convert_head
 from .train.evaluate import add_evaluate_arguments, run_evaluate
@@ -25,6 +27,7 @@ TRAINING_COMMANDS = {
     "evaluate": ("mAP, AUC, d-prime (and k-fold cross-validation) of a head", add_evaluate_arguments, run_evaluate),
     "convert-head": ("convert an official Whisper-AT .pth head to safetensors + card", add_convert_head_arguments,
                      run_convert_head),
+    "data": ("build the default corpus and train the default heads", add_data_arguments, run_data),
 }
 
 
@@ -37,10 +40,16 @@ def top_k_value(text: str) -> int | None:
     return value
 
 
+def head_value(text: str) -> str | None:
+    return None if text.strip().lower() in ("", "none") else text
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, help="audio or video files")
     parser.add_argument("--model", default="base", help="Whisper model name, .pt checkpoint or CTranslate2 directory (default: base)")
-    parser.add_argument("--head", default=None, help="tagging head: a checkpoint path, an official Whisper-AT .pth, or 'default'")
+    parser.add_argument("--head", default="auto", type=head_value,
+                        help="tagging head: auto (the model's bundled head, if any), default, none, "
+                             "a checkpoint path or an official Whisper-AT .pth (default: auto)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--top-k", type=top_k_value, default=5, help="tags per window, or 'all' (default: 5)")
     parser.add_argument("--threshold", type=float, default=None, help="only tags at least this probable")
@@ -104,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command in TRAINING_COMMANDS:
         return TRAINING_COMMANDS[args.command][2](args)
-    if args.command == "tag" and args.head is None:
-        print("earmark tag: needs a tagging head; pass --head PATH (or --head default where one is bundled)", file=sys.stderr)
-        return 2
     try:
         model = load_model(args.model, head=args.head, device=args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"earmark: {error}", file=sys.stderr)
+        return 2
+    if args.command == "tag" and model.head is None:
+        print(f"earmark tag: needs a tagging head, and none is bundled for {model.name}; pass --head PATH",
+              file=sys.stderr)
         return 2
     if args.output_dir:
         args.output_dir.mkdir(parents=True, exist_ok=True)
