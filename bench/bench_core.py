@@ -21,10 +21,11 @@ import whisper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from speech_fixtures import long_speech  # noqa: E402
-from tagger.heads import HeadCard, LoadedHead, create_head  # noqa: E402
-from tagger.labels import audioset  # noqa: E402
-from tagger.pipeline import EarmarkModel, load_model  # noqa: E402
+from speech_fixtures import long_speech
+
+from tagger.heads import HeadCard, LoadedHead, create_head
+from tagger.labels import audioset
+from tagger.pipeline import EarmarkModel, load_model
 
 
 def seconds(function) -> float:
@@ -59,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    bare = load_model(args.model, device="cpu")
+    bare = load_model(args.model, head=None, device="cpu")
     torch.manual_seed(0)
     dims = bare.whisper.dims
     head = LoadedHead(create_head("tl_tr", dims.n_audio_layer, dims.n_audio_state).eval(),

@@ -315,10 +315,8 @@ def main() -> None:
             env["EARMARK_THREADS"] = str(args.threads)
         if args.head == "seeded":
             env["EARMARK_HEAD"] = str(seeded_head(args.model, workdir))
-        elif args.head.lower() != "none":
-            env["EARMARK_HEAD"] = args.head
         else:
-            env["EARMARK_HEAD"] = ""
+            env["EARMARK_HEAD"] = args.head  # a path, or none
         print(f"# {args.requests} × {duration:.1f} s clip, concurrency {args.concurrency}, model {args.model}, "
               f"head {args.head}, endpoint {args.endpoint}, {os.cpu_count()} CPUs", flush=True)
         results = []
