@@ -405,6 +405,7 @@ def save_head(head: Head, card: HeadCard, path: str | Path, *, dtype: torch.dtyp
     card_json = json.dumps(card.to_json(), indent=2, ensure_ascii=False) + "\n"  # fails before writing anything
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt", "head_type": card.head_type})
+    path.chmod(0o644)  # safetensors writes 0600: a head is read by other users (a service, a container)
     card_path(path).write_text(card_json, encoding="utf-8")
     return path
 

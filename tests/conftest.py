@@ -12,19 +12,20 @@ import torch
 os.environ.setdefault("EARMARK_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))  # tests import speech_fixtures as a plain module
 
-from tagger import load_model  # noqa: E402
-from tagger.heads import HeadCard, LoadedHead, create_head  # noqa: E402
-from tagger.labels import audioset  # noqa: E402
+from tagger import load_model
+from tagger.heads import HeadCard, LoadedHead, create_head
+from tagger.labels import audioset
 
 
 @pytest.fixture(scope="session")
 def tiny_en():
-    return load_model("tiny.en", device="cpu")
+    """tiny.en without a tagging head (tests/test_default_heads.py covers the bundled ones)."""
+    return load_model("tiny.en", head=None, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def base():
-    return load_model("base", device="cpu")
+    return load_model("base", head=None, device="cpu")
 
 
 def seeded_head(head_type: str, n_layers: int, d_model: int, seed: int = 0) -> LoadedHead:

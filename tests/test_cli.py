@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import seeded_head
 from speech_fixtures import speech_clips
+
 from tagger.heads import save_head
 
 EARMARK = shutil.which("earmark", path=str(Path(sys.executable).parent)) or "earmark"
@@ -50,8 +50,19 @@ def test_transcribe_and_tag_into_an_output_dir(tmp_path: Path):
 
 def test_tag_without_a_head_is_a_clear_error():
     path, _ = speech_clips()[0]
-    run = earmark("tag", str(path), "--model", "tiny.en")
+    run = earmark("tag", str(path), "--model", "tiny.en", "--head", "none")
     assert run.returncode == 2 and "--head" in run.stderr
+
+
+def test_the_default_head_tags_speech_and_marks_sound_cues():
+    path = Path(__file__).parent / "fixtures" / "scenes" / "music-macroform-cold_day.flac"
+    run = earmark("tag", str(path), "--model", "tiny.en", "--format", "json", "--top-k", "1")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["tags"][0]["labels"][0]["name"] in ("Music", "Musical instrument")
+    speech, _ = speech_clips()[0]
+    run = earmark("transcribe", str(speech), "--model", "tiny.en", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["tags"][0]["labels"][0]["name"] == "Speech"
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not audio at all"])

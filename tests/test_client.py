@@ -1,8 +1,8 @@
 """The typed client (service/client.py) against a real server, and its retry logic against a
 scripted loopback server.
 
-One real server for the module: tiny.en + a seeded TL-Tr head (it only exercises the tag
-machinery; its tags mean nothing), API keys on, so that auth is tested without a second start.
+One real server for the module: tiny.en with its bundled default head (real tags), API keys on,
+so that auth is tested without a second start.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import seeded_head
 from speech_fixtures import speech_clips
 from whisper.normalizers import EnglishTextNormalizer
 
@@ -33,7 +32,8 @@ from service.client import (
     Unavailable,
     UnsupportedMedia,
 )
-from tagger.heads import save_head
+from tagger.heads import card_path
+from tagger.pipeline import bundled_head_path
 
 KEY = "test-client-key"
 NOISE = np.random.default_rng(0).integers(0, 256, 64 * 1024, dtype=np.uint8).tobytes()  # seeded: not audio
@@ -50,18 +50,15 @@ def word_overlap(got: str, reference: str) -> float:
 # --------------------------------------------------------------------------- the real server
 
 
-@pytest.fixture(scope="module")
-def head_path(tmp_path_factory) -> Path:
-    head = seeded_head("tl_tr", 4, 384)
-    return save_head(head.module, head.card, tmp_path_factory.mktemp("head") / "head.safetensors")
+SERVED_CLASSES = len(json.loads(card_path(bundled_head_path("tiny.en")).read_text())["labels"])
 
 
 @pytest.fixture(scope="module")
-def startup(head_path):
+def startup():
     """The server, and what the client saw while its model was still loading (EARMARK_LOAD_DELAY)."""
     from service_server import running_server
 
-    env = {"EARMARK_MODEL": "tiny.en", "EARMARK_HEAD": str(head_path), "EARMARK_OFFLINE": "1",
+    env = {"EARMARK_MODEL": "tiny.en", "EARMARK_OFFLINE": "1",
            "EARMARK_API_KEYS": KEY, "EARMARK_DEVICE": "cpu", "EARMARK_LOAD_DELAY": "1.5"}
     with running_server(env, ready=False) as base_url:
         seen = {}
@@ -111,7 +108,7 @@ def test_503_while_loading_is_retried_until_ready(startup):
     assert seen["ready_at_start"] is False and seen["ready_later"] is True
     error = seen["loading_error"]
     assert error.status == 503 and error.code == "model_loading" and error.retry_after is not None
-    assert len(seen["labels_after_retries"]) == 527
+    assert len(seen["labels_after_retries"]) == SERVED_CLASSES
 
 
 def test_sync_transcribe_text_and_tags(client: Client, clips):
@@ -123,6 +120,7 @@ def test_sync_transcribe_text_and_tags(client: Client, clips):
     assert result.segments and all(segment.text and segment.end > segment.start for segment in result.segments)
     check_tag_windows(result.tags, result.duration, 3)
     assert all(len(segment.tags) == 3 for segment in result.segments)
+    assert all(window.labels[0].name == "Speech" for window in result.tags)  # real speech, real tags
 
     # the same audio as bytes and as a file object: the same (greedy) transcript
     data = Path(path).read_bytes()
@@ -180,7 +178,7 @@ def test_service_endpoints(client: Client):
     assert client.ready() is True
     assert isinstance(client.health(), dict)
     labels = client.labels()
-    assert len(labels) == 527 and labels[0].index == 0 and labels[0].mid.startswith("/m/")
+    assert len(labels) == SERVED_CLASSES and labels[0].index == 0 and labels[0].name == "Speech"
     assert [model.id for model in client.models()]
     assert "earmark" in client.metrics()
 

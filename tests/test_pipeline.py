@@ -9,10 +9,10 @@ import jiwer
 import numpy as np
 import pytest
 import torch
-from whisper.normalizers import EnglishTextNormalizer
-
 from conftest import seeded_head
 from speech_fixtures import foreign_speech, long_speech, speech_clips
+from whisper.normalizers import EnglishTextNormalizer
+
 from tagger import TagResult, TranscriptionResult, load_audio
 from tagger.audio import EmptyAudioError
 from tagger.pipeline import NO_HEAD_NOTE, EarmarkModel
@@ -71,7 +71,7 @@ def test_multilingual_base_detects_language(base):
     path, language, expected = foreign_speech()
     result = base.transcribe(path, tags=False)
     assert result.language == language
-    normalise = lambda text: "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()  # noqa: E731
+    normalise = lambda text: "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
     heard = set(normalise(result.text))
     wanted = set(normalise(expected))
     assert len(heard & wanted) >= max(1, len(wanted) // 2), (result.text, expected)

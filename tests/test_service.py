@@ -1,15 +1,17 @@
 """The HTTP service against real uvicorn servers in subprocesses (tests/service_server.py).
 
 Two servers for the whole module, both tiny.en:
-- ``main``: a seeded TL-Tr head (it exercises the tag machinery; its tags mean nothing), API keys,
+- ``main``: the bundled default head (real tags: speech is tagged Speech), API keys,
   /metrics behind the key, the corpus's size and duration limits, micro-batching on; it is caught
   while its model loads (EARMARK_LOAD_DELAY) to check readiness;
-- ``busy``: no head, a one-place queue and micro-batching off, for overload and disconnects.
+- ``busy``: no head (EARMARK_HEAD=none), a one-place queue and micro-batching off, for overload and
+  disconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -19,14 +21,13 @@ from pathlib import Path
 import httpx
 import jiwer
 import pytest
-from conftest import seeded_head
 from malformed_uploads import CASES, SERVER_ENV, UPLOAD_LIMIT_MB, Case, tone, wav
 from openai import OpenAI
 from service_server import ServerProcess, server_process
 from speech_fixtures import long_speech, speech_clips
 from whisper.normalizers import EnglishTextNormalizer
 
-from tagger.heads import save_head
+from tagger.pipeline import bundled_head_path
 
 KEY = "service-test-key"
 TRANSCRIBE = "/v1/audio/transcriptions"
@@ -68,15 +69,9 @@ def clips() -> list[tuple[Path, str]]:
 
 
 @pytest.fixture(scope="module")
-def head_path(tmp_path_factory) -> Path:
-    head = seeded_head("tl_tr", 4, 384)
-    return save_head(head.module, head.card, tmp_path_factory.mktemp("head") / "head.safetensors")
-
-
-@pytest.fixture(scope="module")
-def main_server(head_path, clips):
+def main_server(clips):
     """The main server, plus what it answered while its model was still loading."""
-    env = {"EARMARK_MODEL": "tiny.en", "EARMARK_HEAD": str(head_path), "EARMARK_DEVICE": "cpu",
+    env = {"EARMARK_MODEL": "tiny.en", "EARMARK_DEVICE": "cpu",
            "EARMARK_API_KEYS": f"{KEY},second-key", "EARMARK_PUBLIC_METRICS": "false",
            "EARMARK_MAX_BATCH_SIZE": "8", "EARMARK_MAX_WAIT_MS": "20", "EARMARK_QUEUE_SIZE": "64",
            "EARMARK_CORS_ORIGINS": "https://app.example", "EARMARK_LOAD_DELAY": "1.5", **SERVER_ENV}
@@ -101,7 +96,7 @@ def client(main_server: ServerProcess):
 
 @pytest.fixture(scope="module")
 def busy_server():
-    env = {"EARMARK_MODEL": "tiny.en", "EARMARK_DEVICE": "cpu", "EARMARK_QUEUE_SIZE": "1",
+    env = {"EARMARK_MODEL": "tiny.en", "EARMARK_HEAD": "none", "EARMARK_DEVICE": "cpu", "EARMARK_QUEUE_SIZE": "1",
            "EARMARK_MAX_BATCH_SIZE": "1", "EARMARK_DECODE_THREADS": "1"}
     with server_process(env) as server:
         yield server
@@ -155,7 +150,9 @@ def test_models_labels_docs_cors_and_request_ids(client: httpx.Client, main_serv
     assert models["object"] == "list" and models["data"][0]["id"] == "tiny.en" and models["data"][0]["ready"]
     assert client.get("/v1/models/whisper-1").json()["id"] == "tiny.en"
     labels = client.get("/v1/audio/labels").json()
-    assert len(labels["data"]) == 527 and labels["data"][0] == {"index": 0, "mid": "/m/09x0r", "name": "Speech"}
+    served = json.loads(bundled_head_path("tiny.en").with_suffix(".json").read_text())["labels"]
+    assert labels["data"] == served and labels["head"] == "earmark-default-tiny.en"
+    assert labels["data"][0] == {"index": 0, "mid": "/m/09x0r", "name": "Speech"} and len(served) < 527
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "multipart/form-data" in spec["paths"][TRANSCRIBE]["post"]["requestBody"]["content"]
@@ -192,6 +189,7 @@ def test_openai_sdk_verbose_json_gets_the_words_right(main_server: ServerProcess
     extra = result.model_extra or {}
     assert extra["tags"] and extra["tags"][0]["start"] == 0.0  # the head is loaded, so tags come by default
     assert all(len(segment.model_extra["tags"]) == 5 for segment in result.segments)
+    assert extra["tags"][0]["labels"][0]["name"] == "Speech"  # real speech, tagged by the default head
 
 
 @pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt", "verbose_json", "verbose_json+word"])

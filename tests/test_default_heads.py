@@ -1,0 +1,78 @@
+"""The default heads shipped in the package: they load offline, report only their own classes, and
+tell speech, music and silence apart on real recordings they never heard (tests/fixtures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from speech_fixtures import FIXTURES as SPEECH
+
+from tagger import load_model
+from tagger.heads import card_path
+from tagger.labels import audioset
+from tagger.pipeline import bundled_head_path, bundled_heads
+
+SCENES = Path(__file__).resolve().parent / "fixtures" / "scenes"
+# Real speech that the default corpus does not contain (its Asterisk voice is the English one).
+SPEECH_CLIPS = sorted(SPEECH.glob("librivox-*.flac")) + [SPEECH / "asterisk-it-tt-allbusy.flac"]
+MUSIC_CLIPS = sorted(SCENES.glob("music-*.flac"))
+SILENCE_CLIPS = sorted(SCENES.glob("silence-*.flac"))
+
+
+@pytest.fixture(scope="module", params=["tiny.en", "base"])
+def default_model(request):
+    return load_model(request.param, device="cpu")  # head="auto": the bundled head
+
+
+def test_both_models_have_a_bundled_head():
+    assert {"tiny.en", "base"} <= set(bundled_heads())
+    for name in ("tiny.en", "base"):
+        path = bundled_head_path(name)
+        assert path.stat().st_size <= 15_000_000
+        card = json.loads(card_path(path).read_text())
+        assert card["backbone"] == name and card["n_classes"] >= 80
+        assert card["extra"]["test_metrics"]["mAP"] >= 0.45  # on held-out recordings; chance is about 0.03
+
+
+def test_the_default_head_loads_offline_and_fits_its_backbone(default_model):
+    head = default_model.head
+    assert head is not None and head.card.source == f"earmark-default-{default_model.name}"
+    assert head.card.backbone_sha256 == default_model.backbone.sha256
+    names = set(audioset().names)
+    assert set(head.card.labels.names) <= names and len(head.card.labels) < len(audioset())
+    explicit = load_model(default_model.name, head="default", device="cpu")
+    assert explicit.head.card.labels == head.card.labels
+    assert load_model(default_model.name, head=None, device="cpu").head is None
+
+
+def top_class(model, path: Path, among: tuple[str, ...]) -> tuple[str, dict[str, float]]:
+    result = model.tag(path, top_k=None, tag_resolution=10.0)
+    labels = model.head.card.labels
+    peak = result.scores.max(axis=0)  # the most confident window of the clip
+    scores = {name: float(peak[labels.index_of(name)]) for name in among}
+    return max(scores, key=scores.get), scores
+
+
+@pytest.mark.parametrize("kind, clips", [("Speech", SPEECH_CLIPS), ("Music", MUSIC_CLIPS), ("Silence", SILENCE_CLIPS)])
+def test_speech_music_and_silence_on_real_recordings(default_model, kind, clips):
+    assert clips
+    for path in clips:
+        top, scores = top_class(default_model, path, ("Speech", "Music", "Silence"))
+        assert top == kind and scores[kind] >= 0.3, (path.name, scores)
+
+
+def test_digital_silence_is_silence(default_model):
+    top, scores = top_class(default_model, np.zeros(16000 * 8, np.float32), ("Speech", "Music", "Silence"))
+    assert top == "Silence", scores
+
+
+def test_only_the_trained_classes_are_reported(default_model):
+    result = default_model.tag(MUSIC_CLIPS[0], top_k=None)
+    served = set(default_model.head.card.labels.names)
+    assert result.labels == list(default_model.head.card.labels.mids)
+    assert result.scores.shape[1] == len(served)
+    assert {label.name for window in result.tags for label in window.labels} == served
+    assert result.head == f"earmark-default-{default_model.name}"
