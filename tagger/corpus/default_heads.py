@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..backbone import STEPS_PER_WINDOW
-from ..heads import LoadedHead, card_path, load_head
+from ..heads import LoadedHead, card_path, load_head, save_head
 from ..labels import Label, LabelSet
 from ..pipeline import load_model
 from ..train.datasets import load_dataset
@@ -101,8 +101,6 @@ def install(result: HeadResult, target_dir: Path = INSTALL_DIR) -> Path:
     head = load_head(result.path)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{result.model}.safetensors"
-    from ..heads import save_head
-
     card = head.card
     card.source = f"earmark-default-{result.model}"
     card.extra = dict(card.extra, test_metrics={"mAP": result.test_mAP, "mAUC": result.test_mAUC})
