@@ -57,10 +57,10 @@ class EarmarkWorker:
         self.model.whisper.encoder.register_forward_pre_hook(count_encoder)
         original_decode = tagger.decoding.decode
 
-        def counted_decode(model, features, options, continue_after=None):
+        def counted_decode(model, features, options, **kwargs):
             self.decode_calls += 1
             self.fallbacks += options.temperature > 0
-            return original_decode(model, features, options, continue_after)
+            return original_decode(model, features, options, **kwargs)
 
         tagger.decoding.decode = counted_decode
         return {"versions": {"torch": torch.__version__, "openai-whisper": whisper.__version__,

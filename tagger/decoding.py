@@ -19,7 +19,6 @@ from whisper.decoding import (
     DecodingResult,
     DecodingTask,
     LogitFilter,
-    PyTorchInference,
     detect_language,
 )
 from whisper.model import Whisper
@@ -27,6 +26,7 @@ from whisper.timing import add_word_timestamps
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from .results import Segment, Word
+from .textdecoder import run_task
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
 WINDOW_SECONDS = N_FRAMES * HOP_LENGTH / SAMPLE_RATE
@@ -51,6 +51,7 @@ class DecodeSettings:
     no_speech_threshold: float | None = 0.6
     word_timestamps: bool = False
     suppress_tokens: str = "-1"
+    seed: int = 0  # temperature-fallback sampling in window i draws from a generator seeded with seed + i
 
 
 class DecoderOnly:
@@ -66,32 +67,6 @@ class DecoderOnly:
 
     def __call__(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.decoder(tokens, features)
-
-
-class PromptOnceInference(PyTorchInference):
-    """openai-whisper's decoder inference, except that the first forward pass (the whole prompt)
-    projects onto the vocabulary only where decoding reads the logits: the start-of-transcript
-    position (the no-speech probability) and the last one. Whisper projects every prompt position,
-    a [prompt, vocabulary] product that costs more than the rest of the first step."""
-
-    def __init__(self, model: Whisper, initial_token_length: int, sot_index: int):
-        super().__init__(model, initial_token_length)
-        self.sot_index = sot_index
-
-    def logits(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
-        if tokens.shape[-1] > self.initial_token_length or tokens.shape[-1] <= 2:
-            return super().logits(tokens, audio_features)
-        if not self.kv_cache:
-            self.kv_cache, self.hooks = self.model.install_kv_cache_hooks()
-        decoder = self.model.decoder
-        x = (decoder.token_embedding(tokens) + decoder.positional_embedding[: tokens.shape[-1]]).to(audio_features.dtype)
-        for block in decoder.blocks:
-            x = block(x, audio_features, mask=decoder.mask, kv_cache=self.kv_cache)
-        read = [self.sot_index, tokens.shape[-1] - 1]
-        projected = (decoder.ln(x[:, read]) @ decoder.token_embedding.weight.to(x.dtype).T).float()
-        logits = projected.new_empty(tokens.shape[0], tokens.shape[-1], projected.shape[-1])
-        logits[:, read] = projected
-        return logits
 
 
 class Continuation(LogitFilter):
@@ -110,17 +85,18 @@ class Continuation(LogitFilter):
             logits[:, self.tokenizer.eot] = -np.inf
 
 
-def decode(model: Whisper, features: Tensor, options: DecodingOptions, continue_after: int | None = None
-           ) -> DecodingResult:
-    """``whisper.decode`` of one encoded window [1500, D] (the encoder does not run), with the cheaper
-    first step; ``continue_after``: a timestamp token the text must go on from (see ``Continuation``)."""
+def decode(model: Whisper, features: Tensor, options: DecodingOptions, continue_after: int | None = None,
+           generator: torch.Generator | None = None) -> DecodingResult:
+    """``whisper.decode`` of one encoded window [1500, D] (the encoder does not run): greedy and
+    best-of-n sampling through ``textdecoder.run_task`` (sampling draws from ``generator``), beam
+    search through openai-whisper's own loop; ``continue_after``: a timestamp token the text must
+    go on from (see ``Continuation``)."""
     task = DecodingTask(model, options)
-    task.inference = PromptOnceInference(model, len(task.initial_tokens), task.sot_index)
-    if hasattr(task.decoder, "inference"):  # beam search rearranges the key/value cache
-        task.decoder.inference = task.inference
     if continue_after is not None:
         task.logit_filters.append(Continuation(task.tokenizer, task.sample_begin, continue_after))
-    return task.run(features.unsqueeze(0))[0]
+    if options.beam_size is not None:
+        return task.run(features.unsqueeze(0))[0]
+    return run_task(task, features, generator)
 
 
 def detect_language_from_features(model: Whisper, features: torch.Tensor) -> tuple[str, dict[str, float]]:
@@ -155,6 +131,7 @@ class WindowDecoder:
         if self.settings.initial_prompt:
             self.tokens = self.tokenizer.encode(" " + self.settings.initial_prompt.strip())
             self._initial_tokens = len(self.tokens)
+        self._generator = torch.Generator(device=self.model.device)
 
     @property
     def text(self) -> str:
@@ -180,7 +157,7 @@ class WindowDecoder:
         temperatures = [settings.temperature] if isinstance(settings.temperature, (int, float)) else settings.temperature
         result: DecodingResult | None = None
         for temperature in temperatures:
-            result = decode(self.model, features, self._options(temperature))
+            result = decode(self.model, features, self._options(temperature), generator=self._generator)
             too_repetitive = (
                 settings.compression_ratio_threshold is not None
                 and result.compression_ratio > settings.compression_ratio_threshold
@@ -214,7 +191,7 @@ class WindowDecoder:
         if seconds - last < UNFINISHED_SECONDS or not len(tail) or tail.max() < loudness.max() - AUDIBLE_BELOW_PEAK_DB:
             return tokens
         options = replace(self._options(result.temperature), prefix=tokens[:-1], max_initial_timestamp=None)
-        more = decode(self.model, features, options, continue_after=tokens[-1])
+        more = decode(self.model, features, options, continue_after=tokens[-1], generator=self._generator)
         settings = self.settings
         if (settings.logprob_threshold is not None and more.avg_logprob < settings.logprob_threshold) or (
                 settings.compression_ratio_threshold is not None
@@ -229,6 +206,7 @@ class WindowDecoder:
         settings = self.settings
         offset = index * WINDOW_SECONDS
         window_end = offset + frames * HOP_LENGTH / SAMPLE_RATE
+        self._generator.manual_seed(settings.seed + index)  # the same audio gives the same transcript
         result = self.decode_with_fallback(features)
         if settings.no_speech_threshold is not None and result.no_speech_prob > settings.no_speech_threshold:
             if settings.logprob_threshold is None or result.avg_logprob <= settings.logprob_threshold:

@@ -19,11 +19,12 @@ from tagger.pipeline import NO_HEAD_NOTE, EarmarkModel
 
 
 class EncoderCounter:
-    """Wraps a model's encoder and decoder forward passes and counts what goes through them."""
+    """Wraps a model's encoder forward pass and the decoder's token embedding (which every decoder
+    step goes through, whichever loop runs it) and counts what goes through them."""
 
     def __init__(self, model: EarmarkModel):
         self.encoder = model.whisper.encoder
-        self.decoder = model.whisper.decoder
+        self.decoder = model.whisper.decoder.token_embedding
         self.windows = 0
         self.encoder_calls = 0
         self.decoder_calls = 0
