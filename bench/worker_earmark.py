@@ -108,6 +108,16 @@ class EarmarkWorker:
             out["saved"] = request["save"]
         return out
 
+    def overhead(self, request: dict) -> dict:
+        """Transcript only and transcript + tags back to back, ``pairs`` times, the order alternating
+        (so drift in the machine's speed falls on both alike): the single pass's tag overhead."""
+        pairs = []
+        for index in range(int(request.get("pairs", 1))):
+            order = ("transcript", "joint") if index % 2 == 0 else ("joint", "transcript")
+            times = {mode: self.run({**request, "mode": mode})["seconds"] for mode in order}
+            pairs.append(times)
+        return {"pairs": pairs}
+
     def encoder(self, request: dict) -> dict:
         """The encoder alone on ``batch`` copies of the input's first 30 s window, ``repeat`` times."""
         import torch
@@ -195,7 +205,8 @@ def main() -> None:
         common.loop_main("earmark", worker.load, worker.run,
                          {"audio": args.audio, "mode": args.mode, "language": args.language}, args.loop)
         return
-    common.serve("earmark", worker.load, {"run": worker.run, "encoder": worker.encoder, "profile": worker.profile})
+    common.serve("earmark", worker.load, {"run": worker.run, "overhead": worker.overhead, "encoder": worker.encoder,
+                                         "profile": worker.profile})
 
 
 if __name__ == "__main__":

@@ -101,13 +101,16 @@ class EarmarkModel:
         compression_ratio_threshold: float | None = 2.4,
         logprob_threshold: float | None = -1.0,
         no_speech_threshold: float | None = 0.6,
+        seed: int = 0,
         max_duration: float | None = None,
         progress: bool = False,
     ) -> TranscriptionResult:
         """Transcribe (or translate, ``task="translate"``) and tag, from one encoder pass per 30 s window.
 
         ``audio``: a path, bytes, a binary file object, or float32 16 kHz mono samples.
-        Tags need a head (``load_model(..., head=...)``); ``tags=False`` skips them.
+        Tags need a head (``load_model(..., head=...)``); ``tags=False`` skips them. Temperature
+        fallback samples from a generator seeded with ``seed`` (plus the window's index), so the same
+        audio and settings always give the same result.
         """
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', not {task!r}")
@@ -115,7 +118,7 @@ class EarmarkModel:
             task=task, language=language, temperature=temperature, beam_size=beam_size, best_of=best_of,
             initial_prompt=initial_prompt, condition_on_previous_text=condition_on_previous_text,
             compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
-            no_speech_threshold=no_speech_threshold, word_timestamps=word_timestamps,
+            no_speech_threshold=no_speech_threshold, word_timestamps=word_timestamps, seed=seed,
         )
         chosen = LabelFilter(top_k=top_k, threshold=threshold, include=include, exclude=exclude)
         return self._run(audio, settings, tags, tag_resolution, chosen, max_duration, progress)

@@ -106,6 +106,8 @@ def test_one_encoder_pass_per_window_with_fallback_forced(tiny_en_tagged, speech
     assert counter.encoder_calls == 2
     assert {s.temperature for s in result.segments} == {1.0}  # every window went through every temperature
     assert result.scores.shape == (math.ceil(result.duration / 10), 527)
+    again = tiny_en_tagged.transcribe(audio, compression_ratio_threshold=0.0, temperature=(0.0, 1.0), best_of=1)
+    assert again.text == result.text  # fallback sampling is seeded: the same audio, the same transcript
 
 
 def test_long_speech_segments_are_inside_the_audio_and_ordered(tiny_en, speech_95s):
