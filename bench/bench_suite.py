@@ -603,7 +603,9 @@ def render_section(report: dict, heading: str) -> str:
         out.append(md_table(["pair", "order", "transcript only s", "transcript + tags s", "ratio"], [
             [str(i + 1), " then ".join(p), f"{p['transcript']:.2f}", f"{p['joint']:.2f}", f"{p['joint'] / p['transcript']:.3f}"]
             for i, p in enumerate(paired["pairs"])]))
-        out += ["", f"Median ratio {paired['median']:.3f} (min–max {paired['min']:.3f}–{paired['max']:.3f}).", ""]
+        out += ["", f"Median ratio {paired['median']:.3f} (min–max {paired['min']:.3f}–{paired['max']:.3f})."
+                + (f" This section was measured {paired['date']} with `{paired['command']}`, in a run of its own."
+                   if paired.get("command") else ""), ""]
 
     if report.get("agreement"):
         out += ["### Tag agreement with the original Whisper-AT", "",
