@@ -4,11 +4,12 @@ openai-whisper's ``decode`` grows its key/value cache by concatenation (forward 
 projects every step onto the whole vocabulary in float32. On a CPU a decoding step is bound by
 memory traffic, and that projection alone reads the full embedding matrix (tiny: 51,864 x 384
 floats, 80 MB) once per token: half the step. Here the text's keys and values sit in buffers
-allocated once, the window's cross-attention keys and values are computed once, and a greedy
-step on a CPU projects in bfloat16 (half the bytes) and then again in float32 for every token
-whose bfloat16 logit lies within a proven error bound of the best. The chosen token is therefore
-the one a float32 projection chooses; the timestamp and special-token logits are float32
-throughout, so Whisper's timestamp rules see the numbers they would see in float32.
+allocated once, the window's cross-attention keys and values are computed once (and shared by a
+best-of-n group), and on a CPU each step projects with an int8 copy of the matrix (a quarter of
+the bytes), bounds every token's error, and recomputes in float32 each token whose float32 logit
+could reach the best one. The chosen token is therefore the one a float32 projection chooses;
+timestamp and special-token logits are float32 throughout, so Whisper's timestamp rules see the
+numbers they would see in float32.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from whisper.decoding import DecodingOptions, DecodingResult, DecodingTask, Supp
 from whisper.model import ResidualAttentionBlock, Whisper
 from whisper.utils import compression_ratio
 
-# Rounding a float32 sum of products to bfloat16 inputs and output moves it by at most
-# 2^-8 |x| |w| (2^-9 for the input, 2^-9 for the output); 2^-7 leaves room for the float32 sums.
+# The screening kernel takes x rounded to bfloat16 and returns bfloat16: together at most
+# 2^-8 |x| |w| (2^-9 for each rounding); 2^-7 leaves room for its float32 sums.
 ROUNDING_ERROR = 2.0**-7
 
 
