@@ -12,6 +12,7 @@ Anything a library prints goes to stderr: stdout carries the protocol only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -114,6 +115,27 @@ def serve(name: str, load: Callable[[], dict], handlers: dict[str, Callable[[dic
             send({"ok": True, **handler(request), **memory()})
         except Exception as error:  # noqa: BLE001
             send({"ok": False, "error": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()})
+
+
+def command_line(doc: str | None) -> argparse.ArgumentParser:
+    """A worker's command line with the flags every worker takes; the worker adds its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--loop", type=int, default=0, help="by hand: run this many times and print one JSON")
+    parser.add_argument("--audio", default=None)
+    parser.add_argument("--language", default="en")
+    return parser
+
+
+def main(name: str, args: argparse.Namespace, worker, handlers: dict[str, Callable[[dict], dict]],
+         loop_request: dict | None = None) -> None:
+    """Run a worker: ``--loop N`` by hand, else serve the suite's requests on stdin."""
+    if args.loop:
+        request = {"audio": args.audio, "language": args.language, **(loop_request or {})}
+        loop_main(name, worker.load, worker.run, request, args.loop)
+    else:
+        serve(name, worker.load, handlers)
 
 
 def loop_main(name: str, load: Callable[[], dict], run: Callable[[dict], dict], argv_request: dict, loops: int) -> None:

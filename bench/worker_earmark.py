@@ -190,23 +190,14 @@ class EarmarkWorker:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.command_line(__doc__)
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--head", default=None, help="a head checkpoint (official .pth or Earmark .safetensors)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--loop", type=int, default=0, help="by hand: run this many times and print one JSON")
-    parser.add_argument("--audio", default=None)
     parser.add_argument("--mode", default="joint", choices=MODES)
-    parser.add_argument("--language", default="en")
     args = parser.parse_args()
     worker = EarmarkWorker(args)
-    if args.loop:
-        common.loop_main("earmark", worker.load, worker.run,
-                         {"audio": args.audio, "mode": args.mode, "language": args.language}, args.loop)
-        return
-    common.serve("earmark", worker.load, {"run": worker.run, "overhead": worker.overhead, "encoder": worker.encoder,
-                                         "profile": worker.profile})
+    common.main("earmark", args, worker, {"run": worker.run, "overhead": worker.overhead, "encoder": worker.encoder,
+                                          "profile": worker.profile}, {"mode": args.mode})
 
 
 if __name__ == "__main__":

@@ -61,21 +61,12 @@ class FasterWhisperWorker:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.command_line(__doc__)
     parser.add_argument("--model-dir", required=True, help="a CTranslate2 Whisper folder (model.bin, config.json, tokenizer.json)")
     parser.add_argument("--compute-type", default="int8", help="int8, float32, float16 (GPU), int8_float16 (GPU)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--loop", type=int, default=0)
-    parser.add_argument("--audio", default=None)
-    parser.add_argument("--language", default="en")
     args = parser.parse_args()
     worker = FasterWhisperWorker(args)
-    if args.loop:
-        common.loop_main("faster-whisper", worker.load, worker.run, {"audio": args.audio, "language": args.language},
-                         args.loop)
-        return
-    common.serve("faster-whisper", worker.load, {"run": worker.run})
+    common.main("faster-whisper", args, worker, {"run": worker.run})
 
 
 if __name__ == "__main__":

@@ -146,23 +146,14 @@ class WhisperATWorker:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.command_line(__doc__)
     parser.add_argument("--root", required=True, help="folder holding NAME.pt and NAME_ori.pth (or NAME_low.pth)")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--low", action="store_true", help="a TL-Tr-512 head (NAME_low.pth)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--loop", type=int, default=0)
-    parser.add_argument("--audio", default=None)
-    parser.add_argument("--language", default="en")
     args = parser.parse_args()
     worker = WhisperATWorker(args)
-    if args.loop:
-        common.loop_main("whisper-at", worker.load, worker.run, {"audio": args.audio, "language": args.language},
-                         args.loop)
-        return
-    common.serve("whisper-at", worker.load, {"run": worker.run, "encoder": worker.encoder,
-                                        "tag_windows": worker.tag_windows})
+    common.main("whisper-at", args, worker, {"run": worker.run, "encoder": worker.encoder,
+                                             "tag_windows": worker.tag_windows})
 
 
 if __name__ == "__main__":

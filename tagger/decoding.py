@@ -108,6 +108,11 @@ def detect_language_from_features(model: Whisper, features: torch.Tensor) -> tup
     return max(probs, key=probs.get), probs
 
 
+def _plain(text: str) -> str:
+    """Text compared without case, punctuation or spacing."""
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
 @dataclass
 class WindowDecoder:
     """Decodes windows in order, carrying the prompt from one window to the next."""
@@ -197,7 +202,15 @@ class WindowDecoder:
                 settings.compression_ratio_threshold is not None
                 and more.compression_ratio > settings.compression_ratio_threshold):
             return tokens
+        added = self._piece_texts(list(more.tokens))
+        recent = self._piece_texts(tokens[:-1]) + [s.text for s in self.segments[-1:]]
+        if added and _plain(added[0]) in {_plain(text) for text in recent[-2:]}:
+            return tokens  # the continuation repeats what was just said: a loop, not more speech
         return tokens[:-1] + list(more.tokens)
+
+    def _piece_texts(self, tokens: list[int]) -> list[str]:
+        return [self.tokenizer.decode([t for t in piece if t < self.tokenizer.eot])
+                for _, _, piece in self._split_by_timestamps(tokens, 0.0, WINDOW_SECONDS)]
 
     def add_window(self, index: int, features: torch.Tensor, frames: int, loudness: np.ndarray | None = None
                    ) -> list[Segment]:

@@ -80,3 +80,30 @@ def test_beam_search_goes_through_openai_whisper(tiny_en, encoded_windows):
     options = DecodingOptions(language="en", beam_size=3, fp16=False)
     expected = whisper.decode(tiny_en.whisper, encoded_windows[2], options)
     assert decode(tiny_en.whisper, encoded_windows[2], options).tokens == expected.tokens
+
+
+@pytest.mark.parametrize("continuation, kept", [(" Press star for help.", False), (" Then press one.", True)])
+def test_a_continuation_that_repeats_what_was_just_said_is_dropped(tiny_en, monkeypatch, continuation, kept):
+    """The rule alone, with the decoder's answer given: a window whose text stopped early over sound
+    is continued, unless the continuation only says again what the window's last piece said."""
+    import numpy as np
+    from whisper.decoding import DecodingResult
+
+    import tagger.decoding
+
+    window = tagger.decoding.WindowDecoder(tiny_en.whisper, tagger.decoding.DecodeSettings(), "en")
+    tokenizer = window.tokenizer
+
+    def stamp(seconds: float) -> int:
+        return tokenizer.timestamp_begin + round(seconds / 0.02)
+
+    def result(tokens: list[int]) -> DecodingResult:
+        return DecodingResult(audio_features=torch.zeros(1), language="en", tokens=tokens, temperature=0.0,
+                              avg_logprob=-0.1, compression_ratio=1.0)
+
+    said = [stamp(0.0), *tokenizer.encode(" Press star for help."), stamp(2.0), stamp(2.0)]
+    more = [stamp(2.0), *tokenizer.encode(continuation), stamp(3.0)]
+    monkeypatch.setattr(tagger.decoding, "decode", lambda *args, **kwargs: result(more))
+    loud = np.full(3000, -20.0)
+    tokens = window.continue_unfinished(torch.zeros(1500, 384), result(said), 30.0, loud)
+    assert tokens == (said[:-1] + more if kept else said)
