@@ -203,7 +203,7 @@ class WindowDecoder:
                 and more.compression_ratio > settings.compression_ratio_threshold):
             return tokens
         added = self._piece_texts(list(more.tokens))
-        recent = self._piece_texts(tokens[:-1]) + [s.text for s in self.segments[-1:]]
+        recent = [s.text for s in self.segments[-1:]] + self._piece_texts(tokens[:-1])  # in time order
         if added and _plain(added[0]) in {_plain(text) for text in recent[-2:]}:
             return tokens  # the continuation repeats what was just said: a loop, not more speech
         return tokens[:-1] + list(more.tokens)
