@@ -224,14 +224,14 @@ def run_task(task: DecodingTask, features: Tensor, generator: torch.Generator | 
     samples = [row[task.sample_begin :].tolist() for row in tokens]
     samples = [row[: row.index(tokenizer.eot)] if tokenizer.eot in row else row for row in samples]
     sums = sum_logprobs.tolist()
-    chosen = task.sequence_ranker.rank([[torch.tensor(s) for s in samples]], [sums])[0]
-    text = tokenizer.decode(samples[chosen]).strip()
+    pick = task.sequence_ranker.rank([[torch.tensor(s) for s in samples]], [sums])[0]
+    text = tokenizer.decode(samples[pick]).strip()
     return DecodingResult(
         audio_features=features,
         language=options.language or "en",
-        tokens=samples[chosen],
+        tokens=samples[pick],
         text=text,
-        avg_logprob=sums[chosen] / (len(samples[chosen]) + 1),
+        avg_logprob=sums[pick] / (len(samples[pick]) + 1),
         no_speech_prob=no_speech_prob,
         temperature=temperature,
         compression_ratio=compression_ratio(text),
