@@ -188,7 +188,9 @@ def run_task(task: DecodingTask, features: Tensor, generator: torch.Generator | 
     features = features.to(dtype)
     weights = projection(task.model, dtype)
     state = TextDecoderState(task.model, features, n_group)
+    # the fixed suppressions first, so that the exact best text token is one that may be chosen
     static_suppress = [f.suppress_tokens for f in task.logit_filters if isinstance(f, SuppressTokens)]
+    other_filters = [f for f in task.logit_filters if not isinstance(f, SuppressTokens)]
 
     tokens = torch.tensor([task.initial_tokens], device=features.device)
     hidden = state.step(tokens)[0]
@@ -205,7 +207,7 @@ def run_task(task: DecodingTask, features: Tensor, generator: torch.Generator | 
             logits.values[:, suppress] = -np.inf
         # the best text token exact, as the timestamp rule compares its probability
         logits.make_exact(logits.surely_reached(stop=tokenizer.eot), stop=tokenizer.eot)
-        for logit_filter in task.logit_filters:
+        for logit_filter in other_filters:
             logit_filter.apply(logits.values, tokens[unfinished])
         chosen = logits.best() if temperature == 0 else logits.sample(temperature, generator)
         logprobs = F.log_softmax(logits.values, dim=-1)
