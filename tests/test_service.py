@@ -27,6 +27,7 @@ from service_server import ServerProcess, server_process
 from speech_fixtures import long_speech, speech_clips
 from whisper.normalizers import EnglishTextNormalizer
 
+from tagger.heads import card_path
 from tagger.pipeline import bundled_head_path
 
 KEY = "service-test-key"
@@ -150,7 +151,7 @@ def test_models_labels_docs_cors_and_request_ids(client: httpx.Client, main_serv
     assert models["object"] == "list" and models["data"][0]["id"] == "tiny.en" and models["data"][0]["ready"]
     assert client.get("/v1/models/whisper-1").json()["id"] == "tiny.en"
     labels = client.get("/v1/audio/labels").json()
-    served = json.loads(bundled_head_path("tiny.en").with_suffix(".json").read_text())["labels"]
+    served = json.loads(card_path(bundled_head_path("tiny.en")).read_text())["labels"]
     assert labels["data"] == served and labels["head"] == "earmark-default-tiny.en"
     assert labels["data"][0] == {"index": 0, "mid": "/m/09x0r", "name": "Speech"} and len(served) < 527
     assert client.get("/docs").status_code == 200

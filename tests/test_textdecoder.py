@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import whisper
 from speech_fixtures import long_speech
-from whisper.decoding import DecodingOptions, DecodingTask
+from whisper.decoding import DecodingOptions, DecodingResult, DecodingTask
 
+import tagger.decoding
 from tagger.backbone import log_mel
-from tagger.decoding import decode
+from tagger.decoding import DecodeSettings, WindowDecoder, decode
 from tagger.textdecoder import Logits, TextDecoderState, projection, run_task
 
 
@@ -86,12 +88,7 @@ def test_beam_search_goes_through_openai_whisper(tiny_en, encoded_windows):
 def test_a_continuation_that_repeats_what_was_just_said_is_dropped(tiny_en, monkeypatch, continuation, kept):
     """The rule alone, with the decoder's answer given: a window whose text stopped early over sound
     is continued, unless the continuation only says again what the window's last piece said."""
-    import numpy as np
-    from whisper.decoding import DecodingResult
-
-    import tagger.decoding
-
-    window = tagger.decoding.WindowDecoder(tiny_en.whisper, tagger.decoding.DecodeSettings(), "en")
+    window = WindowDecoder(tiny_en.whisper, DecodeSettings(), "en")
     tokenizer = window.tokenizer
 
     def stamp(seconds: float) -> int:
