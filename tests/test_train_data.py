@@ -352,7 +352,22 @@ def test_a_cache_refuses_another_backbone_or_label_set(tiny_en, drum_cache):
         extract_features(tiny_en, clips, out, reordered, True, progress=False)
     with pytest.raises(CacheMismatchError, match="multi-label"):
         extract_features(tiny_en, clips, out, resolve_labels(clips), False, progress=False)
+    with pytest.raises(CacheMismatchError, match="autocast"):
+        extract_features(tiny_en, clips, out, resolve_labels(clips), True, progress=False, bf16=True)
     assert (out / "index.json").read_bytes() == before
+
+
+def test_bf16_extraction_is_recorded_and_close_to_float32(tiny_en, drum_cache, tmp_path: Path):
+    out, clips, _ = drum_cache
+    report = extract_features(tiny_en, clips[:3], tmp_path / "bf16", resolve_labels(clips), True, progress=False, bf16=True)
+    assert report.n_done == 3
+    cache, reference = FeatureCache.open(tmp_path / "bf16"), FeatureCache.open(out)
+    assert cache.meta["encoder_autocast"] == "bfloat16" and reference.meta["encoder_autocast"] is None
+    for i in range(3):
+        bf16, fp32 = (np.asarray(c.features(i), np.float32) for c in (cache, reference))
+        assert bf16.shape == fp32.shape
+        error = np.linalg.norm(bf16 - fp32) / np.linalg.norm(fp32)
+        assert 0 < error < 0.05  # not the float32 path, but within bfloat16's precision of it
 
 
 def test_shard_partitions_items():

@@ -39,6 +39,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--window", type=float, default=10.0, help="training window in seconds (default: 10)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (default: the trainer's)")
     train.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
+    train.add_argument("--extract-bf16", action="store_true",
+                       help="extract features with the encoder under bfloat16 autocast (about 1.4x faster on "
+                            "CPUs with AVX512-BF16 or AMX)")
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -69,6 +72,7 @@ def run_data(args: argparse.Namespace) -> int:
         return 2
     config = TrainConfig(epochs=args.epochs, window=args.window, bf16=args.bf16, progress=False,
                          **({"lr": args.lr} if args.lr else {}))
-    train_defaults(args.corpus, args.work, [m.strip() for m in args.models.split(",")], heads, config, args.install)
+    train_defaults(args.corpus, args.work, [m.strip() for m in args.models.split(",")], heads, config, args.install,
+                   extract_bf16=args.extract_bf16)
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0

@@ -53,15 +53,17 @@ def corpus_labels(corpus: Path) -> LabelSet:
     return LabelSet(DEFAULT_LABEL_SET, tuple(Label(i, row["mid"], row["display_name"]) for i, row in enumerate(rows)))
 
 
-def extract_corpus(model_name: str, corpus: Path, work: Path, batch_size: int | None = None) -> dict[str, FeatureCache]:
-    """Feature caches of the three splits (resumed when they exist)."""
+def extract_corpus(model_name: str, corpus: Path, work: Path, batch_size: int | None = None,
+                   bf16: bool = False) -> dict[str, FeatureCache]:
+    """Feature caches of the three splits (resumed when they exist); ``bf16``: encoder autocast."""
     model = load_model(model_name, head=None, device="cpu")
     labels = corpus_labels(corpus)
     caches = {}
     for split in SPLITS:
         clips = load_dataset(corpus / f"{split}.csv", "csv").clips
         out = work / model.name / split
-        report = extract_features(model, clips, out, labels, True, batch_size=batch_size, progress=sys.stderr.isatty())
+        report = extract_features(model, clips, out, labels, True, batch_size=batch_size,
+                                  progress=sys.stderr.isatty(), bf16=bf16)
         print(f"{model.name} {split}: {report.n_done} clips extracted ({report.n_cached} cached), "
               f"{report.audio_seconds / 60:.1f} min of audio in {report.wall_seconds:.0f} s "
               f"(real-time factor {report.real_time_factor:.0f}x)", flush=True)
@@ -122,11 +124,11 @@ def write_comparison(results: list[HeadResult], out: Path) -> None:
 
 
 def train_defaults(corpus: Path, work: Path, models: list[str], head_types: list[str], config: TrainConfig,
-                   install_type: str | None = None) -> list[HeadResult]:
+                   install_type: str | None = None, extract_bf16: bool = False) -> list[HeadResult]:
     """Extract, train every head type for every model, compare; install ``install_type`` heads."""
     results = []
     for model_name in models:
-        caches = extract_corpus(model_name, corpus, work)
+        caches = extract_corpus(model_name, corpus, work, bf16=extract_bf16)
         for head_type in head_types:
             config.head_type = head_type
             out = work / "heads" / f"{caches['train'].backbone}-{head_type}.safetensors"

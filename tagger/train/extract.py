@@ -47,6 +47,9 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "under torchrun cuda:LOCAL_RANK)")
     parser.add_argument("--max-duration", type=float, default=None,
                         help="keep at most the first this many seconds of each clip (default: all of it)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the encoder under bfloat16 autocast: about 1.4x faster on CPUs with AVX512-BF16 "
+                             "or AMX; features differ from the float32 serving path by about 1 %%")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -103,7 +106,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
     try:
         report = extract_features(model, dataset.clips, args.out, labels, multi_label, batch_size=args.batch_size,
-                                  shard_clips=args.shard_clips, max_duration=args.max_duration,
+                                  shard_clips=args.shard_clips, max_duration=args.max_duration, bf16=args.bf16,
                                   progress=args.progress and sys.stderr.isatty())
     except CacheMismatchError as error:
         if main:

@@ -5,7 +5,9 @@ zero-padded windows -> ``Backbone.encode`` (every block's output, mean-pooled ov
 windows of several clips batched into one encoder call. A clip's pooled windows are joined and
 cut to its real audio, ``T = ceil(content_frames / 40)`` steps, and stored as float16 ``[L, T, D]``.
 So a head trained on the cache sees exactly the features it sees when tagging (Whisper-AT trained
-on unpadded 10 s clips but ran on padded 30 s windows).
+on unpadded 10 s clips but ran on padded 30 s windows). ``bf16=True`` runs the encoder under
+bfloat16 autocast instead, faster on CPUs with bfloat16 units and about 1 % from these features;
+the index records it and a cache never mixes the two.
 
 Cache layout (a directory)::
 
@@ -120,10 +122,12 @@ class ExtractReport:
 # --------------------------------------------------------------------------- the single pass
 
 
-def clip_features(model, audios: Sequence[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]:
+def clip_features(model, audios: Sequence[np.ndarray], batch_size: int | None = None,
+                  bf16: bool = False) -> list[np.ndarray]:
     """Pooled encoder features of in-memory clips (16 kHz mono float32), ``[L, T, D]`` float16 each,
     ``T = ceil(content_frames / 40)``: the inference path, with the windows of all clips batched
-    into encoder calls of at most ``batch_size`` windows (default: the model's encode batch size)."""
+    into encoder calls of at most ``batch_size`` windows (default: the model's encode batch size).
+    ``bf16``: the encoder under bfloat16 autocast (``Backbone.encode``)."""
     batch_size = batch_size or model.encode_batch_size
     mels = []
     for audio in audios:
@@ -138,7 +142,7 @@ def clip_features(model, audios: Sequence[np.ndarray], batch_size: int | None = 
     windows = torch.cat([mel.windows(0, mel.n_windows) for mel in mels])
     pooled = []
     for first in range(0, windows.shape[0], batch_size):
-        pooled.append(model.backbone.encode(windows[first:first + batch_size]).pooled.cpu())
+        pooled.append(model.backbone.encode(windows[first:first + batch_size], bf16=bf16).pooled.cpu())
     pooled_all = torch.cat(pooled)  # [windows, L, 75, D] float32
     features = []
     first = 0
@@ -389,7 +393,7 @@ def _header_elements(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | None) -> dict:
+def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | None, bf16: bool = False) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -398,6 +402,7 @@ def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | 
         "n_layers": model.backbone.n_layers,
         "d_model": model.backbone.d_model,
         "dtype": "float16",
+        "encoder_autocast": "bfloat16" if bf16 else None,  # None: the encoder ran as it serves
         "layout": "per clip [n_layers, n_steps, d_model] row-major in a flat 1-D shard; offset in elements",
         "steps_per_second": STEPS_PER_SECOND,
         "pool_frames": POOL_FRAMES,
@@ -409,6 +414,10 @@ def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | 
         "clips": [],
         "skipped": [],
     }
+
+
+def _precision(meta: dict) -> str:
+    return f"{meta['encoder_autocast']} autocast" if meta.get("encoder_autocast") else "float32"
 
 
 def _check_compatible(existing: dict, meta: dict, out: Path) -> None:
@@ -428,6 +437,10 @@ def _check_compatible(existing: dict, meta: dict, out: Path) -> None:
         raise CacheMismatchError(
             f"the feature cache {out} is {'multi' if existing.get('multi_label') else 'single'}-label; "
             "pass the same --multi-label/--single-label or use another --out directory")
+    if existing.get("encoder_autocast") != meta["encoder_autocast"]:
+        raise CacheMismatchError(
+            f"the feature cache {out} was extracted with the encoder in {_precision(existing)}, not {_precision(meta)}; "
+            "pass the same --bf16 setting or use another --out directory")
     if existing.get("max_duration") != meta["max_duration"]:
         raise CacheMismatchError(
             f"the feature cache {out} was extracted with max_duration={existing.get('max_duration')}, "
@@ -494,6 +507,7 @@ def extract_features(
     flush_every: int = 64,
     decode_workers: int | None = None,
     on_flush: Callable[[int], None] | None = None,
+    bf16: bool = False,
 ) -> ExtractReport:
     """Extract ``clips`` into the cache at ``out`` (created, or resumed: clips already there are
     skipped). Unreadable clips, clips shorter than 10 ms and clips whose labels do not fit
@@ -504,6 +518,7 @@ def extract_features(
     of each clip (after cutting an AudioSet segment). ``flush_every``: clips between syncs to disk.
     ``decode_workers``: threads decoding ahead of the encoder (default 1 on CPU, 4 on CUDA).
     ``on_flush(n_done)`` is called after each flush (tests use it to interrupt a run).
+    ``bf16``: the encoder under bfloat16 autocast, recorded in the index; a cache is never mixed.
 
     Under torch.distributed (``distributed.init_distributed``) each rank takes an interleaved
     share; every rank must call this with the same arguments. The report covers all ranks.
@@ -514,7 +529,7 @@ def extract_features(
     if max_duration is not None and not max_duration > 0:
         raise ValueError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
     rank, world = distributed.rank(), distributed.world_size()
-    meta = _new_meta(model, labels, multi_label, max_duration)
+    meta = _new_meta(model, labels, multi_label, max_duration, bf16)
     order = {clip.clip_id: i for i, clip in reversed(list(enumerate(clips)))}
 
     error: str | None = None
@@ -557,7 +572,7 @@ def extract_features(
         nonlocal n_done, audio_seconds, since_flush
         if not group:
             return
-        features = clip_features(model, [audio for _, _, audio in group], batch_size)
+        features = clip_features(model, [audio for _, _, audio in group], batch_size, bf16)
         for (clip, indices, audio), feats in zip(group, features):
             writer.add(clip, indices, feats, len(audio) / SAMPLE_RATE)
             audio_seconds += len(audio) / SAMPLE_RATE
