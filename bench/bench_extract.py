@@ -12,7 +12,6 @@ Run: .venv/bin/python bench/bench_extract.py [--model base] [--rounds 2]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -40,7 +39,8 @@ def main() -> None:
     parser.add_argument("--model", default="base")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
     bf16_units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bfloat16 units: {bf16_units or 'none'}")
     model = load_model(args.model, head=None, device="cpu")
@@ -59,10 +59,12 @@ def main() -> None:
                 best[kind] = min(best.get(kind, seconds), seconds)
                 print(f"round {round_ + 1} {kind}: {report.n_done} clips in {seconds:.1f} s", flush=True)
         fp32, bf16 = (FeatureCache.open(Path(scratch) / f"{kind}-0") for kind in ("float32", "bfloat16"))
-        difference = sum(float(np.sum((np.asarray(bf16.features(i), np.float32) - np.asarray(fp32.features(i), np.float32)) ** 2))
-                         for i in range(len(fp32)))
-        norm = sum(float(np.sum(np.asarray(fp32.features(i), np.float32) ** 2)) for i in range(len(fp32)))
-    print(f"\n| model | clips | audio s | float32 s | bfloat16 s | speed-up | relative difference |")
+        difference = norm = 0.0
+        for i in range(len(fp32)):
+            reference = np.asarray(fp32.features(i), np.float32)
+            difference += float(np.sum((np.asarray(bf16.features(i), np.float32) - reference) ** 2))
+            norm += float(np.sum(reference ** 2))
+    print("\n| model | clips | audio s | float32 s | bfloat16 s | speed-up | relative difference |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {args.model} | {len(clips)} | {audio_seconds:.0f} | {best['float32']:.1f} | {best['bfloat16']:.1f} | "
           f"{best['float32'] / best['bfloat16']:.2f}x | {(difference / norm) ** 0.5:.4f} |")
