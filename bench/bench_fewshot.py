@@ -18,8 +18,8 @@ import numpy as np
 
 from tagger.heads import load_head
 from tagger.labels import Label, LabelSet
-from tagger.train.evaluate import ArrayFeatures, evaluate_head
-from tagger.train.features import FeatureCache
+from tagger.train.evaluate import evaluate_head
+from tagger.train.features import ArrayFeatures, FeatureCache
 from tagger.train.trainer import TrainConfig, train_head
 
 CLASSES = ("Bark", "Rain", "Helicopter", "Crowing, cock-a-doodle-doo", "Door", "Walk, footsteps", "Thunder",

@@ -25,6 +25,7 @@ from safetensors import safe_open
 from sound_fixtures import DRUM_CLASSES, decoded, drum_clips, pick, write_csv
 
 from tagger import load_model
+from tagger.corpus.default_heads import train_one
 from tagger.heads import HeadCard, LoadedHead, TLTr, create_head, load_head
 from tagger.labels import Label, LabelSet, audioset
 from tagger.train.convert import add_convert_head_arguments, run_convert_head
@@ -37,7 +38,7 @@ from tagger.train.evaluate import (
     score_clips,
     window_spans,
 )
-from tagger.train.features import FeatureCache, extract_features
+from tagger.train.features import CacheMismatchError, FeatureCache, extract_features, join_caches
 from tagger.train.metrics import average_precision, compute_metrics, d_prime, roc_auc
 from tagger.train.trainer import (
     BatchMaker,
@@ -383,3 +384,45 @@ def test_label_sets_are_matched_by_mid(split):
     assert evaluation.scores.shape == (len(drum_cache), 2)
     full = score_clips(module, [drum_cache.features(i) for i in range(len(drum_cache))], 5, True)
     np.testing.assert_allclose(evaluation.scores, full[:, [2, 0]], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- several caches (final fit)
+
+
+def test_several_caches_train_as_one(split, tmp_path: Path, capsys):
+    train, test = split
+    joined = join_caches([train, test])
+    assert len(joined) == len(train) + len(test) and joined.labels == train.labels and not joined.multi_label
+    np.testing.assert_array_equal(joined.targets(), np.concatenate([train.targets(), test.targets()]))
+    np.testing.assert_array_equal(joined.features(len(train)), test.features(0))
+    assert list(joined.folds()) == list(train.folds()) + list(test.folds())
+    assert join_caches([train]) is train
+
+    other_model = dataclasses.replace(test, backbone="base", backbone_sha256="0" * 64)
+    reordered = LabelSet("custom", tuple(Label(i, f"custom:{n}", n) for i, n in enumerate(reversed(DRUM_CLASSES))))
+    bf16 = dataclasses.replace(test, meta=dict(test.meta, encoder_autocast="bfloat16"))
+    for bad, message in ((other_model, "base features"), (dataclasses.replace(test, labels=reordered), "label sets"),
+                         (bf16, "bfloat16 autocast features")):
+        with pytest.raises(CacheMismatchError, match=message):
+            join_caches([train, bad])
+
+    out = tmp_path / "both.safetensors"
+    args = parse(add_train_arguments, ["--train", train.path, "--train", test.path, "--head", "wa_mlp", "--epochs", 2,
+                                       "--batch-size", 16, "--window", WINDOW, "--out", out, "--no-plot"])
+    assert run_train(args) == 0
+    assert "saved" in capsys.readouterr().out
+    data = json.loads(out.with_suffix(".json").read_text())["extra"]["training_data"]["train"]
+    assert data["clips"] == len(train) + len(test) and data["path"] == f"{train.path} + {test.path}"
+
+
+def test_final_fit_trains_on_train_and_dev_and_still_tests(split, tmp_path: Path):
+    train, held_out = split
+    caches = {"train": train, "dev": held_out, "test": held_out}
+    result = train_one(caches, "wa_mlp", tmp_path / "final.safetensors", quick(), final_fit=True)
+    card = json.loads((tmp_path / "final.json").read_text())["extra"]
+    assert card["training_data"]["train"]["clips"] == len(train) + len(held_out) and card["training_data"]["dev"] is None
+    assert card["metrics"]["selected"] == "averaged (epochs 3-4)" and result.dev_mAP is None
+    assert 0 < result.test_mAP <= 1 and result.model == "tiny.en"
+    selected = train_one(caches, "wa_mlp", tmp_path / "selected.safetensors", quick())
+    assert selected.dev_mAP is not None
+    assert json.loads((tmp_path / "selected.json").read_text())["extra"]["training_data"]["train"]["clips"] == len(train)

@@ -42,6 +42,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--extract-bf16", action="store_true",
                        help="extract features with the encoder under bfloat16 autocast (about 1.4x faster on "
                             "CPUs with AVX512-BF16 or AMX)")
+    train.add_argument("--final-fit", action="store_true",
+                       help="train on train + dev together (no dev selection: the average of the last epochs); "
+                            "test mAP is still measured on the untouched test split")
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -73,6 +76,6 @@ def run_data(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, window=args.window, bf16=args.bf16, progress=False,
                          **({"lr": args.lr} if args.lr else {}))
     train_defaults(args.corpus, args.work, [m.strip() for m in args.models.split(",")], heads, config, args.install,
-                   extract_bf16=args.extract_bf16)
+                   extract_bf16=args.extract_bf16, final_fit=args.final_fit)
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0

@@ -5,6 +5,10 @@ For each Whisper model: ``extract_features`` on the train, dev and test CSVs (th
 of ``labels.csv``, multi-label), ``train_head`` for each head type (selected on dev), then test mAP
 and the head's cost per 30 s window (three 10 s tag windows) on this machine. The results go to
 ``OUT/comparison.json`` and ``OUT/comparison.md``.
+
+``final_fit``: once the recipe is settled on dev, train on train + dev together with that fixed
+recipe (no selection: the average of the last epochs' weights) and report test mAP as before;
+the test split is never trained on.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..labels import Label, LabelSet
 from ..pipeline import load_model
 from ..train.datasets import load_dataset
 from ..train.evaluate import evaluate_head
-from ..train.features import FeatureCache, extract_features
+from ..train.features import FeatureCache, extract_features, join_caches
 from ..train.trainer import TrainConfig, train_head
 from .build import SPLITS
 
@@ -86,9 +90,14 @@ def head_cost_ms(head: LoadedHead, repeats: int = 20) -> float:
     return statistics.median(times) * 1000
 
 
-def train_one(caches: dict[str, FeatureCache], head_type: str, out: Path, config: TrainConfig) -> HeadResult:
+def train_one(caches: dict[str, FeatureCache], head_type: str, out: Path, config: TrainConfig,
+              final_fit: bool = False) -> HeadResult:
+    """Train on train (selected on dev), or on train + dev (``final_fit``); test on test."""
     started = time.perf_counter()
-    result = train_head(caches["train"], caches["dev"], config, out)
+    if final_fit:
+        result = train_head(join_caches([caches["train"], caches["dev"]]), None, config, out)
+    else:
+        result = train_head(caches["train"], caches["dev"], config, out)
     seconds = time.perf_counter() - started
     head = load_head(result.path)
     test = evaluate_head(head, caches["test"]).metrics
@@ -124,7 +133,8 @@ def write_comparison(results: list[HeadResult], out: Path) -> None:
 
 
 def train_defaults(corpus: Path, work: Path, models: list[str], head_types: list[str], config: TrainConfig,
-                   install_type: str | None = None, extract_bf16: bool = False) -> list[HeadResult]:
+                   install_type: str | None = None, extract_bf16: bool = False,
+                   final_fit: bool = False) -> list[HeadResult]:
     """Extract, train every head type for every model, compare; install ``install_type`` heads."""
     results = []
     for model_name in models:
@@ -132,7 +142,7 @@ def train_defaults(corpus: Path, work: Path, models: list[str], head_types: list
         for head_type in head_types:
             config.head_type = head_type
             out = work / "heads" / f"{caches['train'].backbone}-{head_type}.safetensors"
-            results.append(train_one(caches, head_type, out, config))
+            results.append(train_one(caches, head_type, out, config, final_fit))
             write_comparison(results, work)
     if install_type:
         for result in results:

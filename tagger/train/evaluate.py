@@ -33,6 +33,7 @@ import torch
 from ..heads import LoadedHead, load_head
 from ..labels import LabelSet
 from ..tagging import steps_per_window
+from .features import ArrayFeatures
 from .metrics import Metrics, compute_metrics
 
 log = logging.getLogger(__name__)
@@ -191,44 +192,6 @@ def write_report(evaluation: Evaluation, report_dir: Path, title: str = "") -> d
 
 # ---------------------------------------------------------------------------------------------
 # Audio data (``--data``): features extracted on the fly
-
-
-class ArrayFeatures:
-    """In-memory stand-in for a FeatureCache: features of clips extracted on the fly."""
-
-    def __init__(self, features: list[np.ndarray], targets: np.ndarray, labels: LabelSet, multi_label: bool,
-                 backbone: str | None = None, backbone_sha256: str | None = None,
-                 folds: np.ndarray | None = None, path: str = "<memory>"):
-        if not features:
-            raise ValueError("no clips")
-        self._features = features
-        self._targets = np.asarray(targets, dtype=np.float32)
-        self._folds = folds
-        self.labels = labels
-        self.multi_label = multi_label
-        self.backbone = backbone
-        self.backbone_sha256 = backbone_sha256
-        self.n_layers, _, self.d_model = features[0].shape
-        self.path = path
-        self.meta: dict = {}
-
-    def __len__(self) -> int:
-        return len(self._features)
-
-    def features(self, i: int) -> np.ndarray:
-        return self._features[i]
-
-    def targets(self) -> np.ndarray:
-        return self._targets
-
-    def folds(self) -> np.ndarray | None:
-        return self._folds
-
-    def subset(self, indices) -> ArrayFeatures:
-        indices = [int(i) for i in indices]
-        return ArrayFeatures([self._features[i] for i in indices], self._targets[indices], self.labels,
-                             self.multi_label, self.backbone, self.backbone_sha256,
-                             None if self._folds is None else self._folds[indices], self.path)
 
 
 def features_from_audio(data_path: str | Path, model_name: str | None, head: LoadedHead | None, *,

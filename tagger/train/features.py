@@ -717,3 +717,67 @@ class FeatureCache:
         return FeatureCache(path=self.path, meta=self.meta, labels=self.labels, multi_label=self.multi_label,
                             backbone=self.backbone, backbone_sha256=self.backbone_sha256, n_layers=self.n_layers,
                             d_model=self.d_model, records=records, shards=self.shards, _maps=self._maps)
+
+
+class ArrayFeatures:
+    """In-memory stand-in for a FeatureCache: features of clips extracted on the fly, or the views of
+    several caches read as one (``join_caches``)."""
+
+    def __init__(self, features: list[np.ndarray], targets: np.ndarray, labels: LabelSet, multi_label: bool,
+                 backbone: str | None = None, backbone_sha256: str | None = None,
+                 folds: np.ndarray | None = None, path: str = "<memory>"):
+        if not features:
+            raise ValueError("no clips")
+        self._features = features
+        self._targets = np.asarray(targets, dtype=np.float32)
+        self._folds = folds
+        self.labels = labels
+        self.multi_label = multi_label
+        self.backbone = backbone
+        self.backbone_sha256 = backbone_sha256
+        self.n_layers, _, self.d_model = features[0].shape
+        self.path = path
+        self.meta: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def features(self, i: int) -> np.ndarray:
+        return self._features[i]
+
+    def targets(self) -> np.ndarray:
+        return self._targets
+
+    def folds(self) -> np.ndarray | None:
+        return self._folds
+
+    def subset(self, indices) -> ArrayFeatures:
+        indices = [int(i) for i in indices]
+        return ArrayFeatures([self._features[i] for i in indices], self._targets[indices], self.labels,
+                             self.multi_label, self.backbone, self.backbone_sha256,
+                             None if self._folds is None else self._folds[indices], self.path)
+
+
+def join_caches(caches: Sequence[FeatureCache]) -> FeatureCache | ArrayFeatures:
+    """Several caches read as one data set (e.g. train + dev for a final fit), nothing copied.
+
+    They must come from the same Whisper model (by checksum), encoder precision and label set."""
+    if not caches:
+        raise ValueError("no feature caches to join")
+    if len(caches) == 1:
+        return caches[0]
+    first = caches[0]
+    for other in caches[1:]:
+        if other.backbone_sha256 != first.backbone_sha256:
+            raise CacheMismatchError(f"{other.path} holds {other.backbone} features, {first.path} {first.backbone}")
+        if tuple(other.labels.mids) != tuple(first.labels.mids) or other.multi_label != first.multi_label:
+            raise CacheMismatchError(f"{other.path} and {first.path} have different label sets")
+        if _precision(other.meta) != _precision(first.meta):
+            raise CacheMismatchError(f"{other.path} holds {_precision(other.meta)} features, "
+                                     f"{first.path} {_precision(first.meta)}")
+    features = [cache.features(i) for cache in caches for i in range(len(cache))]
+    folds = [cache.folds() for cache in caches]
+    return ArrayFeatures(features, np.concatenate([cache.targets() for cache in caches]), first.labels,
+                         first.multi_label, first.backbone, first.backbone_sha256,
+                         None if any(f is None for f in folds) else np.concatenate(folds),
+                         " + ".join(str(cache.path) for cache in caches))

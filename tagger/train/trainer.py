@@ -745,7 +745,8 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, help="training feature cache (from `earmark extract`)")
+    parser.add_argument("--train", required=True, action="append",
+                        help="training feature cache (from `earmark extract`); give it more than once to train on several caches of one model and label set (e.g. train and dev for a final fit)")
     parser.add_argument("--dev", default=None, help="dev feature cache for per-epoch mAP and model selection")
     parser.add_argument("--out", required=True,
                         help="the head to write (.safetensors; the .json card, OUT.train.csv and OUT.train.png go next to it)")
@@ -783,7 +784,7 @@ def _print_epoch(config: TrainConfig) -> Callable[[int, EpochRow | None], None]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .features import FeatureCache
+    from .features import FeatureCache, join_caches
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
@@ -793,7 +794,7 @@ def run_train(args: argparse.Namespace) -> int:
         rank, _ = init_distributed()
     try:
         config = config_from_args(args)
-        train = FeatureCache.open(args.train)
+        train = join_caches([FeatureCache.open(path) for path in args.train])
         dev = FeatureCache.open(args.dev) if args.dev else None
         result = train_head(train, dev, config, args.out, resume=args.resume, on_epoch_end=_print_epoch(config),
                             command_line=" ".join(shlex.quote(a) for a in sys.argv), write_plot=not args.no_plot)
