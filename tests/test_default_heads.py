@@ -11,6 +11,8 @@ import pytest
 from speech_fixtures import FIXTURES as SPEECH
 
 from tagger import load_model
+from tagger.cli import build_parser
+from tagger.corpus.cli import train_config
 from tagger.heads import card_path
 from tagger.labels import audioset
 from tagger.pipeline import bundled_head_path, bundled_heads
@@ -76,3 +78,16 @@ def test_only_the_trained_classes_are_reported(default_model):
     assert result.scores.shape[1] == len(served)
     assert {label.name for window in result.tags for label in window.labels} == served
     assert result.head == f"earmark-default-{default_model.name}"
+
+
+def test_train_default_stretches_the_reference_schedule_to_its_epochs():
+    parser = build_parser()
+
+    def config(*flags: str):
+        return train_config(parser.parse_args(["data", "train-default", "--corpus", "c", "--work", "w", *flags]))
+
+    reference = config()
+    assert (reference.epochs, reference.lr_decay_start, reference.lr_decay_every, reference.average_last) == (30, 15, 5, 15)
+    longer = config("--epochs", "60", "--lr", "5e-4")
+    assert (longer.lr_decay_start, longer.lr_decay_every, longer.average_last, longer.lr) == (30, 10, 30, 5e-4)
+    assert config("--epochs", "100", "--lr-decay-every", "10").lr_decay_every == 10

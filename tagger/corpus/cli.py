@@ -6,8 +6,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..heads import HEAD_TYPES
+
+if TYPE_CHECKING:
+    from ..train.trainer import TrainConfig
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +40,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--heads", default="tl_tr", help=f"comma-separated head types of {', '.join(HEAD_TYPES)}")
     train.add_argument("--install", default=None, help="copy this head type's heads into tagger/data/heads")
     train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--lr-decay-start", type=int, default=None,
+                       help="first epoch after which the lr decays (default: half the epochs)")
+    train.add_argument("--lr-decay-every", type=int, default=None,
+                       help="epochs between lr decays (default: a sixth of the epochs; 5 for 30, as the reference)")
     train.add_argument("--window", type=float, default=10.0, help="training window in seconds (default: 10)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (default: the trainer's)")
     train.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
@@ -45,6 +53,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--final-fit", action="store_true",
                        help="train on train + dev together (no dev selection: the average of the last epochs); "
                             "test mAP is still measured on the untouched test split")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe of ``train-default``: the reference's lr schedule (30 epochs: decay after 15, then
+    every 5) stretched to ``--epochs`` unless the decay flags say otherwise."""
+    from ..train.trainer import TrainConfig
+
+    decay_start = args.lr_decay_start if args.lr_decay_start is not None else args.epochs // 2
+    decay_every = args.lr_decay_every if args.lr_decay_every is not None else max(1, round(args.epochs / 6))
+    return TrainConfig(epochs=args.epochs, window=args.window, bf16=args.bf16, progress=False,
+                       lr_decay_start=decay_start, lr_decay_every=decay_every, **({"lr": args.lr} if args.lr else {}))
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -65,7 +84,6 @@ def run_data(args: argparse.Namespace) -> int:
         print(f"{len(report.clips)} clips, {len(report.covered)} covered classes, in {report.seconds:.0f} s: "
               f"{args.out / 'CARD.md'}")
         return 0
-    from ..train.trainer import TrainConfig
     from .default_heads import train_defaults
 
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
@@ -73,9 +91,8 @@ def run_data(args: argparse.Namespace) -> int:
     if unknown or (args.install and args.install not in heads):
         print(f"earmark data train-default: unknown head type {unknown or args.install}", file=sys.stderr)
         return 2
-    config = TrainConfig(epochs=args.epochs, window=args.window, bf16=args.bf16, progress=False,
-                         **({"lr": args.lr} if args.lr else {}))
-    train_defaults(args.corpus, args.work, [m.strip() for m in args.models.split(",")], heads, config, args.install,
+    models = [m.strip() for m in args.models.split(",")]
+    train_defaults(args.corpus, args.work, models, heads, train_config(args), args.install,
                    extract_bf16=args.extract_bf16, final_fit=args.final_fit)
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
