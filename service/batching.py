@@ -9,9 +9,12 @@ A request goes through three stages:
 The worker keeps up to ``max_batch_size`` jobs active. Each step it takes windows from the active
 jobs in turn (round-robin, each job's next windows in order) until the batch holds
 ``max_batch_size`` windows, waiting up to ``max_wait`` seconds for other requests when it has
-fewer; runs the encoder once over the whole batch; then hands each job its slice, which runs that
-job's decoder and tagging head. A job whose client left or whose deadline passed is dropped before
-its next window is encoded.
+fewer; runs the encoder once over the whole batch (``tagger.encode_step``); then hands each job its
+slice, which goes through the tagging head at once. Text decoding never runs on this thread: a
+job's encoded windows go to the text-decoding threads (``decoder_threads``), one task per job at a
+time, and the CTranslate2 decoder interleaves the calls of concurrent jobs. A job whose client
+left or whose deadline passed is dropped before its next window is encoded or decoded, and its
+decoding stops between attempts.
 """
 
 from __future__ import annotations
@@ -29,9 +32,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from tagger import AudioJob, EarmarkModel, Slice, encode_step, load_model
 from tagger.audio import SAMPLE_RATE
-from tagger.backbone import Encoded
-from tagger.pipeline import AudioJob, EarmarkModel, load_model
 
 from .metrics import Metrics
 from .settings import Settings
@@ -68,6 +70,13 @@ class Work:
     loop: asyncio.AbstractEventLoop
     request_id: str | None = None  # for the worker's log lines
     abandoned: bool = False  # set by the request side: drop it, nobody waits for it
+    decoding: bool = False  # a text-decoding task of this job is queued or running
+    failed: bool = False
+    finished: bool = False
+
+    def stopped(self) -> bool:
+        """Whether its work should stop now: nobody waits, or the deadline passed."""
+        return self.abandoned or self.failed or time.monotonic() > self.deadline
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         """Called from the worker thread: complete the future on its own loop."""
@@ -104,8 +113,9 @@ class Batcher:
     """A bounded queue feeding one worker thread that batches encoder windows across requests."""
 
     def __init__(self, model: EarmarkModel, *, max_batch_size: int, max_wait: float, queue_size: int,
-                 metrics: Metrics):
+                 metrics: Metrics, decoder_threads: int = 2):
         self.model = model
+        self._decoders = ThreadPoolExecutor(max_workers=decoder_threads, thread_name_prefix="earmark-text")
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.queue_size = queue_size
@@ -194,6 +204,7 @@ class Batcher:
             work.settle(error=Stopped("the server is shutting down"))
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._decoders.shutdown(wait=False, cancel_futures=True)
 
     # --- the worker thread -------------------------------------------------------------------
 
@@ -264,14 +275,15 @@ class Batcher:
         return [(work, work.job.next_window, counts[id(work)]) for work in active if counts[id(work)]]
 
     def _step(self, active: list[Work]) -> None:
-        """One encoder call over a batch of windows, then each job's decoder and head on its slice."""
+        """One encoder call over a batch of windows, then each job's head on its slice; its text
+        decoding goes to the decoding threads."""
         plan = self.plan(active)
+        slices = [Slice(work.job, first, count) for work, first, count in plan]
         try:
-            mel = torch.cat([work.job.windows(first, first + count) for work, first, count in plan])
             started = time.perf_counter()
-            encoded = self.model.backbone.encode(mel)
+            parts = encode_step(self.model.backbone, slices)
             self.metrics.encoder_seconds.observe(time.perf_counter() - started)
-            self.metrics.batch_windows.observe(len(mel))
+            self.metrics.batch_windows.observe(sum(s.count for s in slices))
             self.metrics.batch_requests.observe(len(plan))
         except Exception as error:  # fail these requests, keep the worker alive
             log.exception("encoder call failed for a batch of %d requests", len(plan),
@@ -280,21 +292,57 @@ class Batcher:
                 work.settle(error=error)
                 active.remove(work)
             return
-        offset = 0
-        for work, first, count in plan:
-            part = Encoded(features=encoded.features[offset:offset + count], pooled=encoded.pooled[offset:offset + count])
-            offset += count
+        for (work, first, _), part in zip(plan, parts):
             if work.abandoned:
                 continue  # dropped on the next step
             try:
-                work.job.accept(first, part)
-                if work.job.encoded_all:
-                    work.settle(result=work.job.result())
-                    active.remove(work)
+                work.job.take(first, part)
             except Exception as error:  # one request's failure must not stop the others
-                log.exception("decoding a request failed", extra={"request_id": work.request_id})
-                work.settle(error=error)
+                self._fail(work, error)
                 active.remove(work)
+                continue
+            if work.job.encoded_all:
+                active.remove(work)  # its encoder work is done; the decoding threads finish it
+            self._schedule_decoding(work)
+
+    def _schedule_decoding(self, work: Work) -> None:
+        """Start a decoding task for the job unless one is running; settle it when all is done."""
+        with self._cond:
+            if work.decoding or work.failed or work.finished:
+                return
+            work.finished = work.job.decoded_all
+            if not work.finished and not work.job.undecoded:
+                return
+            work.decoding = not work.finished
+        if work.finished:
+            try:
+                work.settle(result=work.job.result())
+            except Exception as error:
+                self._fail(work, error)
+        else:
+            self._decoders.submit(self._decode, work)
+
+    def _decode(self, work: Work) -> None:
+        try:
+            if work.stopped():
+                if not work.abandoned:
+                    self.metrics.dropped.labels("deadline").inc()
+                    work.settle(error=DeadlineExceeded())
+                work.failed = True
+                return
+            work.job.decode(stop=work.stopped, limit=self.model.decode_batch_size)
+        except Exception as error:
+            self._fail(work, error)
+        finally:
+            with self._cond:
+                work.decoding = False
+        if not work.failed:
+            self._schedule_decoding(work)
+
+    def _fail(self, work: Work, error: Exception) -> None:
+        log.error("decoding a request failed: %s", error, exc_info=error, extra={"request_id": work.request_id})
+        work.failed = True
+        work.settle(error=error)
 
 
 def windows_left(active: list[Work]) -> int:
@@ -332,12 +380,14 @@ class Engine:
             if settings.threads:
                 torch.set_num_threads(settings.threads)
             started = time.perf_counter()
-            model = load_model(settings.model, head=settings.head, device=settings.device)
+            model = load_model(settings.model, head=settings.head, device=settings.device,
+                               compute_type=settings.compute_type, threads=settings.threads)
             if settings.warmup:  # the first call pays for lazy setup (tokenizer, kernels): not a client
                 model.transcribe(np.zeros(SAMPLE_RATE, np.float32), language="en", temperature=0.0,
                                  tags=model.head is not None)
             batcher = Batcher(model, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000,
-                              queue_size=settings.queue_size, metrics=self.metrics)
+                              queue_size=settings.queue_size, metrics=self.metrics,
+                              decoder_threads=settings.decoder_threads)
             if self._closed.is_set():
                 return
             batcher.start()

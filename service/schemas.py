@@ -73,7 +73,15 @@ class TranscriptionForm(TagOptions):
     timestamp_granularities: list[Granularity] = Field(default_factory=lambda: ["segment"],
                                                        description="segment and/or word (word: verbose_json words)")
     tags: bool | None = Field(None, description="sound tags in verbose_json (and cues in srt/vtt); default: when a head is loaded")
+    multilingual: bool = Field(False, description="detect the language of every window (a recording that switches language)")
+    speech_gate: float | None = Field(0.5, ge=0, le=1, description="segments whose speech probability is below this "
+                                      "are flagged no_speech and left out of the text; 'none' keeps all")
     stream: bool = Field(False, description="not supported; must be false")
+
+    @field_validator("speech_gate", mode="before")
+    @classmethod
+    def _none_means_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("none", "off") else value
 
     @field_validator("language", mode="before")
     @classmethod
@@ -164,6 +172,9 @@ class SegmentOut(BaseModel):
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+    language: str | None = None
+    no_speech: bool = False
+    speech_prob: float | None = None
     tags: list[TagLabelOut] = Field(default_factory=list)
 
     @classmethod
@@ -172,7 +183,9 @@ class SegmentOut(BaseModel):
             id=segment.id, seek=segment.seek, start=segment.start, end=segment.end,
             text=segment.text, tokens=list(segment.tokens), temperature=segment.temperature,
             avg_logprob=segment.avg_logprob, compression_ratio=segment.compression_ratio,
-            no_speech_prob=segment.no_speech_prob, tags=[TagLabelOut.of(label) for label in segment.tags],
+            no_speech_prob=segment.no_speech_prob, language=segment.language, no_speech=segment.no_speech,
+            speech_prob=None if segment.speech_prob is None else round(segment.speech_prob, 4),
+            tags=[TagLabelOut.of(label) for label in segment.tags],
         )
 
 

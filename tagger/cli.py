@@ -61,6 +61,15 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-duration", type=float, default=None, help="refuse audio longer than this many seconds")
 
 
+def gate_value(text: str) -> float | None:
+    if text.strip().lower() in ("none", "off"):
+        return None
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"the speech gate is a probability from 0 to 1, or 'none'; not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="earmark", description="Transcripts and sound tags from one Whisper encoder pass.")
     parser.add_argument("--verbose", "-v", action="store_true", help="log where weights come from and more")
@@ -74,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--word-timestamps", action="store_true", help="time every word")
     transcribe.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     transcribe.add_argument("--beam-size", type=int, default=None, help="beam search width (default: greedy)")
+    transcribe.add_argument("--multilingual", action="store_true",
+                            help="detect the language of every window (a recording that switches language)")
+    transcribe.add_argument("--batched", action="store_true",
+                            help="decode windows in batches, each without the previous text as its prompt (faster)")
+    transcribe.add_argument("--speech-gate", type=gate_value, default=0.5,
+                            help="leave out segments whose speech probability is below this; 'none' keeps all (default: 0.5)")
+    transcribe.add_argument("--compute-type", default=os.environ.get("EARMARK_COMPUTE_TYPE", "default"),
+                            help="the text decoder's CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
 
     tag = commands.add_parser("tag", help="sound tags only (the decoder never runs)")
     add_common(tag)
@@ -114,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in TRAINING_COMMANDS:
         return TRAINING_COMMANDS[args.command][2](args)
     try:
-        model = load_model(args.model, head=args.head, device=args.device)
+        model = load_model(args.model, head=args.head, device=args.device,
+                           compute_type=getattr(args, "compute_type", "default"))
     except (FileNotFoundError, ValueError) as error:
         print(f"earmark: {error}", file=sys.stderr)
         return 2
@@ -136,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result = model.transcribe(path, language=args.language, task=args.task, word_timestamps=args.word_timestamps,
                                           initial_prompt=args.initial_prompt, beam_size=args.beam_size,
+                                          multilingual=args.multilingual, speech_gate=args.speech_gate,
+                                          condition_on_previous_text=not args.batched,
                                           tags=model.head is not None, **options)
         except (AudioError, FileNotFoundError, ValueError) as error:
             print(f"earmark: {path}: {error}", file=sys.stderr)

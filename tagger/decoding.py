@@ -1,46 +1,46 @@
-"""Turning encoded 30 s windows into text, never running the encoder again.
+"""Encoded windows to text with CTranslate2's Whisper decoder; the encoder never runs again.
 
-openai-whisper's ``decode()`` and ``detect_language()`` skip the encoder when handed features
-of shape (n_audio_ctx, n_audio_state); word alignment gets a stand-in model whose forward pass
-is the decoder alone. Temperature fallback re-decodes the same features.
+``ctranslate2.models.Whisper.generate``, ``detect_language`` and ``align`` take the torch encoder's
+final output [batch, 1500, d_model] directly: language detection, temperature fallback and word
+timestamps all reuse the features the one pass made. Windows whose text does not depend on the
+previous window (``condition_on_previous_text=False``) are decoded in batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import ctranslate2
 import numpy as np
 import torch
-from torch import Tensor
-from whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
-from whisper.decoding import (
-    DecodingOptions,
-    DecodingResult,
-    DecodingTask,
-    LogitFilter,
-    detect_language,
-)
-from whisper.model import Whisper
-from whisper.timing import add_word_timestamps
 from whisper.tokenizer import Tokenizer, get_tokenizer
+from whisper.utils import compression_ratio
 
+from .alignment import add_word_timestamps
 from .results import Segment, Word
-from .textdecoder import run_task
+from .windows import Window
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
-WINDOW_SECONDS = N_FRAMES * HOP_LENGTH / SAMPLE_RATE
-UNFINISHED_SECONDS = 1.0  # a window whose text stops this long before its end, over sound, is continued
-AUDIBLE_BELOW_PEAK_DB = 35.0  # sound within this many dB of the window's loudest 10 ms counts as audible
+MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the text context
+MAX_LENGTH = 448  # the text context
+TOKENS_PER_SECOND = 12  # a window's token budget grows with its length: fast speech is under 6 a second
+MIN_TOKENS = 16
+UNFINISHED_SECONDS = 1.0  # a window whose text stops this long before its end, over speech, is continued
 
 
-@dataclass
-class DecodeSettings:
-    """openai-whisper's transcription options, with its defaults."""
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How windows become text: openai-whisper's transcription options and defaults, plus
+    ``multilingual`` (detect the language of every window, not once) and ``speech_gate`` (a
+    segment whose speech probability is below it is flagged ``no_speech`` and left out of the
+    text; None keeps everything)."""
 
     task: str = "transcribe"
     language: str | None = None
-    temperature: float | Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    multilingual: bool = False
+    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     beam_size: int | None = None
     best_of: int | None = 5
     patience: float | None = None
@@ -51,61 +51,284 @@ class DecodeSettings:
     no_speech_threshold: float | None = 0.6
     word_timestamps: bool = False
     suppress_tokens: str = "-1"
-    seed: int = 0  # temperature-fallback sampling in window i draws from a generator seeded with seed + i
+    seed: int = 0  # sampling in window i is seeded with seed + i
+    speech_gate: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
+        if isinstance(self.temperature, list):
+            object.__setattr__(self, "temperature", tuple(self.temperature))
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        t = self.temperature
+        return (float(t),) if isinstance(t, (int, float)) else tuple(float(x) for x in t)
+
+    @property
+    def batched(self) -> bool:
+        """Whether windows are decoded in batches: when no window's text is the next one's prompt."""
+        return not self.condition_on_previous_text
 
 
-class DecoderOnly:
-    """Stands in for a Whisper model inside ``whisper.timing``: its forward pass takes encoder
-    features instead of a mel spectrogram, so word alignment does not re-run the encoder."""
+@dataclass
+class Attempt:
+    """One decoding of a window at one temperature."""
 
-    def __init__(self, model: Whisper):
+    tokens: list[int]
+    text: str
+    temperature: float
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+def features_view(features: torch.Tensor) -> ctranslate2.StorageView:
+    """Encoder output [B, 1500, D] as CTranslate2's input (float32 on a CPU, float16 on a GPU)."""
+    if features.device.type == "cuda":
+        return ctranslate2.StorageView.from_array(features.to(torch.float16).contiguous())
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(features.float().numpy()))
+
+
+def token_budget(seconds: float) -> int:
+    """At most this many new tokens for a window of ``seconds``: decoding work stays bounded."""
+    return min(MAX_NEW_TOKENS, MIN_TOKENS + math.ceil(TOKENS_PER_SECOND * seconds))
+
+
+def detect_languages(model: ctranslate2.models.Whisper, features: torch.Tensor) -> list[tuple[str, float]]:
+    """The most probable language of each encoded window [B, 1500, D], with its probability."""
+    results = model.detect_language(features_view(features))
+    return [(pairs[0][0][2:-2], float(pairs[0][1])) for pairs in results]
+
+
+class Decoder:
+    """One request's text: decodes its windows in order, carrying the prompt when asked to."""
+
+    def __init__(self, model: ctranslate2.models.Whisper, options: DecodeOptions, multilingual_model: bool,
+                 num_languages: int):
         self.model = model
-        self.dims = model.dims
-        self.decoder = model.decoder
-        self.alignment_heads = model.alignment_heads
-        self.device = model.device
+        self.options = options
+        self.multilingual_model = multilingual_model
+        self.num_languages = num_languages
+        self.language: str | None = options.language if multilingual_model else "en"
+        self.segments: list[Segment] = []
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self._prompt: list[int] = []
+        self._initial_tokens = 0
+        self._last_speech = 0.0
+        if options.initial_prompt:
+            self._prompt = self.tokenizer("en").encode(" " + options.initial_prompt.strip())
+            self._initial_tokens = len(self._prompt)
+        self._prompt_since = 0
 
-    def __call__(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.decoder(tokens, features)
+    def tokenizer(self, language: str) -> Tokenizer:
+        if language not in self._tokenizers:
+            self._tokenizers[language] = get_tokenizer(
+                self.multilingual_model, num_languages=self.num_languages,
+                language=language if self.multilingual_model else None, task=self.options.task)
+        return self._tokenizers[language]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments if not s.no_speech).strip()
+
+    def languages(self, windows: Sequence[Window], features: torch.Tensor) -> list[str]:
+        """The language of each window: given, detected once (first window with speech), or per window."""
+        if not self.multilingual_model:
+            return ["en"] * len(windows)
+        if self.options.multilingual and self.options.language is None:
+            return [code for code, _ in detect_languages(self.model, features)]
+        if self.language is None:
+            self.language = detect_languages(self.model, features[:1])[0][0]
+        return [self.language] * len(windows)
+
+    def _prompt_tokens(self, tokenizer: Tokenizer) -> list[int]:
+        previous = self._prompt[self._prompt_since :]
+        prompt = [tokenizer.sot_prev, *previous[-(MAX_NEW_TOKENS - 1) :]] if previous else []
+        return prompt + list(tokenizer.sot_sequence)
+
+    def _generate(self, features: ctranslate2.StorageView, prompts: list[list[int]], budgets: list[int],
+                  temperature: float, seeds: list[int], prefixes: list[int] | None = None,
+                  go_on: bool = False) -> list[Attempt]:
+        """One CTranslate2 call over a batch of windows at one temperature. ``prefixes``: how many
+        tokens at the end of each prompt are text to go on from (CTranslate2 returns them too);
+        ``go_on``: the text may not end, only its first segment is kept."""
+        options = self.options
+        # CTranslate2 stops Whisper well short of max_length (about half of it, measured): give it room
+        max_length = min(MAX_LENGTH, 2 * max(len(p) + b for p, b in zip(prompts, budgets)))
+        suppress = [int(t) for t in options.suppress_tokens.split(",")] if options.suppress_tokens else []
+        eot = self.tokenizer("en").eot
+        common = {"max_length": max_length, "return_scores": True, "return_no_speech_prob": True,
+                  "suppress_blank": True, "suppress_tokens": suppress + [eot] if go_on else suppress}
+        if temperature > 0:
+            ctranslate2.set_random_seed(seeds[0])
+            results = self.model.generate(features, prompts, beam_size=1, num_hypotheses=options.best_of or 1,
+                                          sampling_topk=0, sampling_temperature=temperature, **common)
+        else:
+            results = self.model.generate(features, prompts, beam_size=options.beam_size or 1,
+                                          patience=options.patience or 1, **common)
+        attempts = []
+        for row, (result, budget) in enumerate(zip(results, budgets)):
+            skip = prefixes[row] if prefixes else 0
+            tokens = result.sequences_ids[0][skip : skip + budget]
+            if go_on:
+                tokens = first_segment(tokens, self.tokenizer("en").timestamp_begin)
+            text_tokens = [t for t in tokens if t < eot]
+            text = self.tokenizer("en").decode(text_tokens)
+            avg_logprob = result.scores[0] * len(result.sequences_ids[0]) / (len(result.sequences_ids[0]) + 1)
+            attempts.append(Attempt(tokens, text, temperature, avg_logprob, result.no_speech_prob,
+                                    compression_ratio(text) if text.strip() else 0.0))
+        return attempts
+
+    def _failed(self, attempt: Attempt) -> bool:
+        """openai-whisper's fallback rule: too repetitive or too unsure, unless it is silence."""
+        options = self.options
+        too_repetitive = (options.compression_ratio_threshold is not None
+                          and attempt.compression_ratio > options.compression_ratio_threshold)
+        too_unsure = options.logprob_threshold is not None and attempt.avg_logprob < options.logprob_threshold
+        return (too_repetitive or too_unsure) and not self._silence(attempt)
+
+    def _silence(self, attempt: Attempt) -> bool:
+        options = self.options
+        return (options.no_speech_threshold is not None and attempt.no_speech_prob > options.no_speech_threshold
+                and (options.logprob_threshold is None or attempt.avg_logprob <= options.logprob_threshold))
+
+    def _with_fallback(self, features: torch.Tensor, windows: Sequence[Window], indices: Sequence[int],
+                       languages: Sequence[str], stop: Callable[[], bool] | None) -> list[Attempt]:
+        """Decode a batch of windows at the first temperature; windows whose text fails the rules
+        are decoded again, one at a time, at the next temperatures, on the same features."""
+        view = features_view(features)
+        prompts = [self._prompt_tokens(self.tokenizer(language)) for language in languages]
+        budgets = [token_budget(w.seconds) for w in windows]
+        seeds = [self.options.seed + i for i in indices]
+        temperatures = self.options.temperatures
+        best = self._generate(view, prompts, budgets, temperatures[0], seeds)
+        for row, attempt in enumerate(best):
+            tries = [attempt]
+            for temperature in temperatures[1:]:
+                if not self._failed(tries[-1]) or (stop is not None and stop()):
+                    break
+                tries += self._generate(features_view(features[row : row + 1]), prompts[row : row + 1],
+                                        budgets[row : row + 1], temperature, seeds[row : row + 1])
+            if self._failed(tries[-1]):  # none passed: the surest one that does not loop
+                sane = [t for t in tries if options_ok(self.options, t)] or tries
+                tries.append(max(sane, key=lambda t: t.avg_logprob))
+            best[row] = tries[-1]
+        return best
+
+    def _continue_unfinished(self, features: torch.Tensor, windows: Sequence[Window], languages: Sequence[str],
+                             attempts: list[Attempt]) -> None:
+        """Whisper sometimes ends a window's text early, though speech goes on: openai-whisper
+        then encodes again from the last timestamp. Here the same features are decoded again with
+        the text so far and a new segment's opening timestamp as the prefix, in one batch for all
+        such windows; a continuation that is unsure, loops or repeats the last piece is dropped."""
+        begin = self.tokenizer("en").timestamp_begin
+        rows, prompts, budgets = [], [], []
+        for row, (window, attempt) in enumerate(zip(windows, attempts)):
+            tokens = attempt.tokens
+            if self._silence(attempt) or len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin:
+                continue
+            last = window.offset + (tokens[-1] - begin) * TIME_PRECISION
+            if window.offset + window.seconds - last < UNFINISHED_SECONDS or window.speech(last + 0.3) < 0.5:
+                continue
+            prefix = tokens + [tokens[-1]]
+            rows.append(row)
+            prompts.append(self._prompt_tokens(self.tokenizer(languages[row])) + prefix)
+            budgets.append(token_budget(window.offset + window.seconds - last))
+        if not rows:
+            return
+        more = self._generate(features_view(features[rows]), prompts, budgets, 0.0, [0] * len(rows),
+                              [len(attempts[row].tokens) + 1 for row in rows], go_on=True)
+        for row, extra in zip(rows, more):
+            attempt = attempts[row]
+            if self._failed(extra) or self._silence(extra) or not extra.text.strip():
+                continue
+            if _plain(extra.text) in _plain(attempt.text[-len(extra.text) - 8 :]):
+                continue  # it repeats what was just said: a loop, not more speech
+            tokens = attempt.tokens + [attempt.tokens[-1]] + extra.tokens
+            text = attempt.text + extra.text
+            attempts[row] = Attempt(tokens, text, attempt.temperature, attempt.avg_logprob, attempt.no_speech_prob,
+                                    compression_ratio(text))
+
+    def add(self, windows: Sequence[Window], indices: Sequence[int], features: torch.Tensor,
+            stop: Callable[[], bool] | None = None) -> list[Segment]:
+        """Decode windows ``indices`` (encoded ``features`` [B, 1500, D]); batched when no window
+        is the next one's prompt, else one after another. ``stop``: checked between attempts."""
+        if self.options.batched:
+            return self._add_batch(windows, indices, features, stop)
+        added = []
+        for row, (window, index) in enumerate(zip(windows, indices)):
+            if stop is not None and stop():
+                break
+            added += self._add_batch([window], [index], features[row : row + 1], stop)
+        return added
+
+    def _add_batch(self, windows: Sequence[Window], indices: Sequence[int], features: torch.Tensor,
+                   stop: Callable[[], bool] | None) -> list[Segment]:
+        languages = self.languages(windows, features)
+        attempts = self._with_fallback(features, windows, indices, languages, stop)
+        self._continue_unfinished(features, windows, languages, attempts)
+        pieces: list[list[dict]] = []
+        for window, index, language, attempt in zip(windows, indices, languages, attempts):
+            if self._silence(attempt) or not attempt.text.strip():
+                pieces.append([])
+                continue
+            tokenizer = self.tokenizer(language)
+            pieces.append([{"seek": round(window.offset * 100), "start": start, "end": end, "tokens": tokens, "language": language,
+                                "text": tokenizer.decode([t for t in tokens if t < tokenizer.eot])}
+                           for start, end, tokens in split_by_timestamps(tokenizer, attempt.tokens, window)])
+        if self.options.word_timestamps and any(pieces):
+            rows = [row for row, p in enumerate(pieces) if p]
+            tokenizer = self.tokenizer(languages[rows[0]])
+            self._last_speech = add_word_timestamps(
+                self.model, features_view(features[rows]), tokenizer, [pieces[r] for r in rows],
+                [windows[r].samples // 160 for r in rows], [windows[r].offset for r in rows], self._last_speech)
+        added: list[Segment] = []
+        for window, attempt, window_pieces in zip(windows, attempts, pieces):
+            window_end = window.offset + window.seconds
+            new: list[Segment] = []
+            for piece in window_pieces:
+                start, end = min(piece["start"], window_end), min(piece["end"], window_end)
+                if end <= start or not piece["text"].strip():
+                    continue
+                words = None
+                if self.options.word_timestamps:
+                    words = [Word(start=float(min(w["start"], window_end)), end=float(min(w["end"], window_end)),
+                                  word=w["word"], probability=float(w["probability"])) for w in piece.get("words", [])]
+                segment = Segment(
+                    id=len(self.segments), seek=piece["seek"], start=round(start, 3), end=round(end, 3),
+                    text=piece["text"], tokens=piece["tokens"], temperature=attempt.temperature,
+                    avg_logprob=attempt.avg_logprob, compression_ratio=attempt.compression_ratio,
+                    no_speech_prob=attempt.no_speech_prob, words=words, language=piece["language"])
+                segment.speech_prob = window.speech(start, end)
+                self.segments.append(segment)
+                new.append(segment)
+            added += new
+            self._prompt += [t for s in new for t in s.tokens]
+            if not self.options.condition_on_previous_text or attempt.temperature > 0.5:
+                self._prompt_since = len(self._prompt)  # a high temperature's output is a poor prompt
+        return added
+
+    def gate(self, head_speech: Callable[[float, float], float] | None = None) -> None:
+        """Flag segments where speech is improbable (``speech_gate``): the detector's highest speech
+        probability inside the segment, and the head's speech classes over it when there is a head."""
+        threshold = self.options.speech_gate
+        if threshold is None:
+            return
+        for segment in self.segments:
+            probability = segment.speech_prob
+            if head_speech is not None and probability is not None:
+                probability = math.sqrt(probability * head_speech(segment.start, segment.end))
+            segment.speech_prob = probability
+            segment.no_speech = probability is not None and probability < threshold
 
 
-class Continuation(LogitFilter):
-    """Makes the decoder go on after a prefix that ends a segment: the first sampled token opens a
-    segment no earlier than the prefix's last timestamp, and the second may not end the text."""
-
-    def __init__(self, tokenizer: Tokenizer, sample_begin: int, min_timestamp: int):
-        self.tokenizer = tokenizer
-        self.sample_begin = sample_begin
-        self.min_timestamp = min_timestamp
-
-    def apply(self, logits: Tensor, tokens: Tensor) -> None:
-        if tokens.shape[1] == self.sample_begin:
-            logits[:, self.tokenizer.timestamp_begin : self.min_timestamp] = -np.inf
-        elif tokens.shape[1] == self.sample_begin + 1:
-            logits[:, self.tokenizer.eot] = -np.inf
-
-
-def decode(model: Whisper, features: Tensor, options: DecodingOptions, continue_after: int | None = None,
-           generator: torch.Generator | None = None) -> DecodingResult:
-    """``whisper.decode`` of one encoded window [1500, D] (the encoder does not run): greedy and
-    best-of-n sampling through ``textdecoder.run_task`` (sampling draws from ``generator``), beam
-    search through openai-whisper's own loop; ``continue_after``: a timestamp token the text must
-    go on from (see ``Continuation``)."""
-    task = DecodingTask(model, options)
-    if continue_after is not None:
-        task.logit_filters.append(Continuation(task.tokenizer, task.sample_begin, continue_after))
-    if options.beam_size is not None:
-        return task.run(features.unsqueeze(0))[0]
-    return run_task(task, features, generator)
-
-
-def detect_language_from_features(model: Whisper, features: torch.Tensor) -> tuple[str, dict[str, float]]:
-    """Most probable language of one encoded window [1500, D], with every language's probability."""
-    if not model.is_multilingual:
-        return "en", {"en": 1.0}
-    tokenizer = get_tokenizer(True, num_languages=model.num_languages)
-    _, probs = detect_language(model, features, tokenizer)
-    return max(probs, key=probs.get), probs
+def first_segment(tokens: list[int], timestamp_begin: int) -> list[int]:
+    """The tokens up to and including the first timestamp after some text (none if it never closes)."""
+    for i, token in enumerate(tokens):
+        if token >= timestamp_begin and any(t < timestamp_begin for t in tokens[:i]):
+            return tokens[: i + 1]
+    return []
 
 
 def _plain(text: str) -> str:
@@ -113,200 +336,38 @@ def _plain(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalnum())
 
 
-@dataclass
-class WindowDecoder:
-    """Decodes windows in order, carrying the prompt from one window to the next."""
+def options_ok(options: DecodeOptions, attempt: Attempt) -> bool:
+    return options.compression_ratio_threshold is None or attempt.compression_ratio <= options.compression_ratio_threshold
 
-    model: Whisper
-    settings: DecodeSettings
-    language: str
-    segments: list[Segment] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    _prompt_reset_since: int = 0
-    _initial_tokens: int = 0
-    _last_speech: float = 0.0
 
-    def __post_init__(self) -> None:
-        self.tokenizer: Tokenizer = get_tokenizer(
-            self.model.is_multilingual,
-            num_languages=self.model.num_languages,
-            language=self.language,
-            task=self.settings.task,
-        )
-        if self.settings.initial_prompt:
-            self.tokens = self.tokenizer.encode(" " + self.settings.initial_prompt.strip())
-            self._initial_tokens = len(self.tokens)
-        self._generator = torch.Generator(device=self.model.device)
-
-    @property
-    def text(self) -> str:
-        return self.tokenizer.decode(self.tokens[self._initial_tokens :]).strip()
-
-    def _options(self, temperature: float) -> DecodingOptions:
-        settings = self.settings
-        sampling = {"best_of": settings.best_of} if temperature > 0 else {
-            "beam_size": settings.beam_size, "patience": settings.patience}
-        return DecodingOptions(
-            task=settings.task,
-            language=self.language,
-            temperature=temperature,
-            prompt=self.tokens[self._prompt_reset_since :] or None,
-            suppress_tokens=settings.suppress_tokens,
-            fp16=self.model.device.type == "cuda",
-            **sampling,
-        )
-
-    def decode_with_fallback(self, features: torch.Tensor) -> DecodingResult:
-        """Decode one window at rising temperatures until the output looks sane; same features each time."""
-        settings = self.settings
-        temperatures = [settings.temperature] if isinstance(settings.temperature, (int, float)) else settings.temperature
-        result: DecodingResult | None = None
-        for temperature in temperatures:
-            result = decode(self.model, features, self._options(temperature), generator=self._generator)
-            too_repetitive = (
-                settings.compression_ratio_threshold is not None
-                and result.compression_ratio > settings.compression_ratio_threshold
-            )
-            too_unsure = settings.logprob_threshold is not None and result.avg_logprob < settings.logprob_threshold
-            silence = (
-                settings.no_speech_threshold is not None
-                and result.no_speech_prob > settings.no_speech_threshold
-                and too_unsure
-            )
-            if silence or not (too_repetitive or too_unsure):
-                break
-        assert result is not None
-        return result
-
-    def continue_unfinished(self, features: torch.Tensor, result: DecodingResult, seconds: float,
-                            loudness: np.ndarray | None) -> list[int]:
-        """The window's tokens, continued when the text stops early over audible sound.
-
-        Whisper ends a window's text early (closing timestamp, opening timestamp, end of text)
-        when speech runs past the window's end: its ``transcribe`` then re-encodes from that
-        timestamp. Windows here are fixed, so the decoder is run again on the same features with
-        the tokens so far as a prefix and made to go on; it transcribes the rest of the window.
-        """
-        tokens = list(result.tokens)
-        begin = self.tokenizer.timestamp_begin
-        if len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin or loudness is None or not len(loudness):
-            return tokens
-        last = (tokens[-1] - begin) * TIME_PRECISION
-        tail = loudness[int(last * 100) : int(seconds * 100)]
-        if seconds - last < UNFINISHED_SECONDS or not len(tail) or tail.max() < loudness.max() - AUDIBLE_BELOW_PEAK_DB:
-            return tokens
-        options = replace(self._options(result.temperature), prefix=tokens[:-1], max_initial_timestamp=None)
-        more = decode(self.model, features, options, continue_after=tokens[-1], generator=self._generator)
-        settings = self.settings
-        if (settings.logprob_threshold is not None and more.avg_logprob < settings.logprob_threshold) or (
-                settings.compression_ratio_threshold is not None
-                and more.compression_ratio > settings.compression_ratio_threshold):
-            return tokens
-        added = self._piece_texts(list(more.tokens))
-        recent = [s.text for s in self.segments[-1:]] + self._piece_texts(tokens[:-1])  # in time order
-        if added and _plain(added[0]) in {_plain(text) for text in recent[-2:]}:
-            return tokens  # the continuation repeats what was just said: a loop, not more speech
-        return tokens[:-1] + list(more.tokens)
-
-    def _piece_texts(self, tokens: list[int]) -> list[str]:
-        return [self.tokenizer.decode([t for t in piece if t < self.tokenizer.eot])
-                for _, _, piece in self._split_by_timestamps(tokens, 0.0, WINDOW_SECONDS)]
-
-    def add_window(self, index: int, features: torch.Tensor, frames: int, loudness: np.ndarray | None = None
-                   ) -> list[Segment]:
-        """Decode window ``index`` (encoded features [1500, D], ``frames`` real mel frames; ``loudness``:
-        dBFS of each of its 10 ms frames, which lets an unfinished text be continued)."""
-        settings = self.settings
-        offset = index * WINDOW_SECONDS
-        window_end = offset + frames * HOP_LENGTH / SAMPLE_RATE
-        self._generator.manual_seed(settings.seed + index)  # the same audio gives the same transcript
-        result = self.decode_with_fallback(features)
-        if settings.no_speech_threshold is not None and result.no_speech_prob > settings.no_speech_threshold:
-            if settings.logprob_threshold is None or result.avg_logprob <= settings.logprob_threshold:
-                return []  # silence: Whisper would only make something up here
-
-        tokens = self.continue_unfinished(features, result, frames * HOP_LENGTH / SAMPLE_RATE, loudness)
-        pieces = self._split_by_timestamps(tokens, offset, window_end)
-        current = [
-            {
-                "seek": index * N_FRAMES,
-                "start": start,
-                "end": end,
-                "tokens": tokens,
-                "text": self.tokenizer.decode([t for t in tokens if t < self.tokenizer.eot]),
-            }
-            for start, end, tokens in pieces
-        ]
-        if settings.word_timestamps and current:
-            add_word_timestamps(
-                segments=current,
-                model=DecoderOnly(self.model),
-                tokenizer=self.tokenizer,
-                mel=features,
-                num_frames=frames,
-                last_speech_timestamp=self._last_speech,
-            )
-            ends = [w["end"] for s in current for w in s["words"]]
-            if ends:
-                self._last_speech = ends[-1]
-
-        new_segments = []
-        for piece in current:
-            start, end = min(piece["start"], window_end), min(piece["end"], window_end)
-            if end <= start or not piece["text"].strip():
-                continue
-            words = None
-            if settings.word_timestamps:
-                words = [
-                    Word(start=float(min(w["start"], window_end)), end=float(min(w["end"], window_end)),
-                         word=w["word"], probability=float(w["probability"]))
-                    for w in piece["words"]
-                ]
-            new_segments.append(
-                Segment(
-                    id=len(self.segments) + len(new_segments),
-                    seek=piece["seek"],
-                    start=round(start, 3),
-                    end=round(end, 3),
-                    text=piece["text"],
-                    tokens=piece["tokens"],
-                    temperature=result.temperature,
-                    avg_logprob=result.avg_logprob,
-                    compression_ratio=result.compression_ratio,
-                    no_speech_prob=result.no_speech_prob,
-                    words=words,
-                )
-            )
-        self.segments.extend(new_segments)
-        self.tokens.extend(t for s in new_segments for t in s.tokens)
-        if not settings.condition_on_previous_text or result.temperature > 0.5:
-            self._prompt_reset_since = len(self.tokens)  # a high temperature's output is a poor prompt
-        return new_segments
-
-    def _split_by_timestamps(self, tokens: list[int], offset: float, window_end: float) -> list[tuple[float, float, list[int]]]:
-        """Split a window's tokens at pairs of timestamp tokens, as openai-whisper does.
-
-        Windows are fixed (the encoder ran once per 30 s), so an unfinished last piece is kept
-        and ends at the window's end rather than being re-decoded from a later seek point.
-        """
-        begin = self.tokenizer.timestamp_begin
-        pieces: list[tuple[float, float, list[int]]] = []
-        piece: list[int] = []
-        start: float | None = None
-        last_time = offset
-        for token in tokens:
-            if token < begin:
-                if start is None:
-                    start = last_time
-                piece.append(token)
-                continue
-            time = offset + (token - begin) * TIME_PRECISION
-            last_time = time
-            if start is not None and any(t < begin for t in piece):
-                pieces.append((start, time, piece + [token]))  # a closing timestamp
-                piece, start = [], None
-            else:
-                piece, start = [token], time  # an opening timestamp
+def split_by_timestamps(tokenizer: Tokenizer, tokens: list[int], window: Window
+                        ) -> list[tuple[float, float, list[int]]]:
+    """Split a window's tokens at timestamp tokens into (start, end, tokens) pieces, as
+    openai-whisper does; an unfinished last piece ends at the window's end."""
+    begin, offset = tokenizer.timestamp_begin, window.offset
+    window_end = offset + window.seconds
+    pieces: list[tuple[float, float, list[int]]] = []
+    piece: list[int] = []
+    start: float | None = None
+    last_time = offset
+    for token in tokens:
+        if token >= tokenizer.eot and token < begin:
+            continue
+        if token < begin:
+            if start is None:
+                start = last_time
+            piece.append(token)
+            continue
+        time = offset + (token - begin) * TIME_PRECISION
+        last_time = time
         if start is not None and any(t < begin for t in piece):
-            pieces.append((start, window_end, piece))
-        return pieces
+            pieces.append((start, time, piece + [token]))  # a closing timestamp
+            piece, start = [], None
+        else:
+            piece, start = [token], time  # an opening timestamp
+    if start is not None and any(t < begin for t in piece):
+        pieces.append((start, window_end, piece))
+    return pieces
+
+
+__all__ = ["DecodeOptions", "Decoder", "detect_languages", "split_by_timestamps", "token_budget"]

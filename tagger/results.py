@@ -54,6 +54,9 @@ class Segment:
     no_speech_prob: float
     words: list[Word] | None = None
     tags: list[TagLabel] = field(default_factory=list)
+    language: str | None = None  # the language the segment was decoded in
+    no_speech: bool = False  # speech is improbable here (the speech gate): left out of the text
+    speech_prob: float | None = None  # what the speech gate saw: detector and head speech probability
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

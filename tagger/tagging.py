@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 import torch
 
-from .backbone import FRAMES_PER_STEP, STEPS_PER_SECOND
+from .backbone import STEPS_PER_SECOND
 from .heads import LoadedHead
 from .labels import LabelSet
 from .results import Segment, TagLabel, TagWindow
@@ -29,15 +27,27 @@ def steps_per_window(tag_resolution: float) -> int:
     return int(steps)
 
 
-@dataclass
-class LabelFilter:
-    """Which labels to report for a window: the ``top_k`` most probable (None: all) at or above
-    ``threshold``, restricted to ``include`` and never in ``exclude`` (mids or display names)."""
+@dataclass(frozen=True)
+class TagOptions:
+    """Which tags to report: windows of ``tag_resolution`` seconds (a multiple of 0.4 s), in each the
+    ``top_k`` most probable classes (None: all) at or above ``threshold``, restricted to ``include``
+    and never in ``exclude`` (mids or display names)."""
 
+    tag_resolution: float = 10.0
     top_k: int | None = 5
     threshold: float | None = None
-    include: Iterable[str] | None = None
-    exclude: Iterable[str] | None = None
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value) or None)
+
+    @property
+    def steps(self) -> int:
+        return steps_per_window(self.tag_resolution)
 
     def candidates(self, labels: LabelSet) -> np.ndarray:
         """Indices of the classes that may be reported; ValueError for a class the head does not know."""
@@ -65,21 +75,18 @@ class TagStream:
     A tag window may straddle two 30 s windows: the leftover steps wait for the next batch.
     """
 
-    def __init__(self, head: LoadedHead, tag_resolution: float, content_frames: int, duration: float):
+    def __init__(self, head: LoadedHead, tag_resolution: float, duration: float):
         self.head = head
         self.steps = steps_per_window(tag_resolution)
-        self.total_steps = max(1, math.ceil(content_frames / FRAMES_PER_STEP))
         self.duration = duration
-        self.seen_steps = 0
         self.pending: torch.Tensor | None = None  # [L, t, D] steps not yet scored
         self.scores: list[np.ndarray] = []
 
-    def add(self, pooled: torch.Tensor) -> None:
-        """Add a batch of windows' pooled features [B, L, 75, D], in order."""
-        batch, layers, steps, width = pooled.shape
-        series = pooled.permute(1, 0, 2, 3).reshape(layers, batch * steps, width)
-        series = series[:, : max(0, self.total_steps - self.seen_steps)]
-        self.seen_steps += series.shape[1]
+    def add(self, pooled: torch.Tensor, steps: list[int]) -> None:
+        """Add a batch of windows' pooled features [B, L, 75, D], in order; window b holds
+        ``steps[b]`` steps of real audio (the rest is padding and never reaches the head)."""
+        series = torch.cat([pooled[b, :, :n] for b, n in enumerate(steps)], dim=1)
+        layers, width = series.shape[0], series.shape[-1]
         if self.pending is not None:
             series = torch.cat([self.pending, series], dim=1)
         complete = series.shape[1] // self.steps * self.steps
@@ -100,13 +107,13 @@ class TagStream:
         return round(start, 3), round(min(self.duration, (index + 1) * self.steps / STEPS_PER_SECOND), 3)
 
 
-def tag_windows(scores: np.ndarray, bounds: list[tuple[float, float]], labels: LabelSet, chosen: LabelFilter) -> list[TagWindow]:
+def tag_windows(scores: np.ndarray, bounds: list[tuple[float, float]], labels: LabelSet, chosen: TagOptions) -> list[TagWindow]:
     candidates = chosen.candidates(labels)
     return [TagWindow(start, end, chosen.select(row, labels, candidates)) for row, (start, end) in zip(scores, bounds)]
 
 
 def tag_segments(segments: list[Segment], scores: np.ndarray, bounds: list[tuple[float, float]],
-                 labels: LabelSet, chosen: LabelFilter) -> None:
+                 labels: LabelSet, chosen: TagOptions) -> None:
     """Give each segment the tags of the windows it overlaps, weighted by overlap."""
     if not len(scores):
         return
@@ -120,3 +127,18 @@ def tag_segments(segments: list[Segment], scores: np.ndarray, bounds: list[tuple
         if overlap.sum() <= 0:
             continue
         segment.tags = chosen.select(overlap @ scores / overlap.sum(), labels, candidates)
+
+
+SPEECH_MIDS = ("/m/09x0r", "/m/05zppz", "/m/02zsn", "/m/0ytgt", "/m/01h8n0", "/m/02qldy", "/m/0261r1")  # Speech and kinds
+
+
+def speech_probability(scores: np.ndarray, bounds: list[tuple[float, float]], labels: LabelSet,
+                       start: float, end: float) -> float | None:
+    """The head's highest probability of speech (Speech or one of its kinds) in the tag windows
+    that overlap ``start``..``end``; None when the head knows no speech class."""
+    columns = [i for i, label in enumerate(labels) if label.mid in SPEECH_MIDS]
+    rows = [i for i, (a, b) in enumerate(bounds) if a < end and b > start] or [
+        i for i, (a, b) in enumerate(bounds) if a <= start <= b]
+    if not columns or not rows or not len(scores):
+        return None
+    return float(scores[np.ix_(rows, columns)].max())

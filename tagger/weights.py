@@ -11,11 +11,17 @@
 4. openai-whisper's official download (it checks its own checksum), unless offline.
 
 The CTranslate2 reader is plain Python + numpy, so conversion needs no ``ctranslate2``.
+
+For the CTranslate2 text decoder, ``load_ct2_whisper`` loads the same weights as a
+``ctranslate2.models.Whisper``: a CTranslate2 directory as it is, the bundled base parts joined
+once into the cache, or a ``.pt`` checkpoint converted once into the cache.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import gzip
 import hashlib
 import importlib.util
 import io
@@ -23,17 +29,21 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
 import whisper
 from whisper.model import AudioEncoder, ModelDimensions, TextDecoder, Whisper
+
+if TYPE_CHECKING:
+    import ctranslate2
 
 log = logging.getLogger("tagger.weights")
 
@@ -82,6 +92,7 @@ class ResolvedWeights:
     checkpoint: Path  # an openai-whisper checkpoint (.pt) loadable by whisper.load_model(path)
     source: str  # "path" | "whisper-cache" | "bundled" | "download"
     sha256: str  # sha256 of the checkpoint file
+    ct2_dir: Path | None = None  # the user's CTranslate2 directory the checkpoint was converted from
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -512,7 +523,7 @@ def _resolve_path(path: Path, cache_dir: Path) -> ResolvedWeights:
         log.info("converting CTranslate2 model %s -> %s", path, checkpoint)
         _convert_parts([model_bin], config, checkpoint, source_sha)
     log.info("Whisper weights: CTranslate2 dir %s (converted: %s)", path, checkpoint)
-    return ResolvedWeights(path.name, checkpoint, "path", checkpoint_sha256(checkpoint))
+    return ResolvedWeights(path.name, checkpoint, "path", checkpoint_sha256(checkpoint), ct2_dir=path)
 
 
 def _resolve_bundled(name: str, cache_dir: Path) -> ResolvedWeights:
@@ -599,6 +610,13 @@ def _alignment_mask(heads: list[list[int]], dims: ModelDimensions) -> torch.Tens
     return mask
 
 
+def _is_official(weights: ResolvedWeights) -> bool:
+    """An official name whose checkpoint is openai-whisper's own (so its alignment heads apply)."""
+    return weights.name in whisper._ALIGNMENT_HEADS and (
+        weights.source != "path" or weights.sha256 == _official_sha256(weights.name)
+    )
+
+
 def load_whisper(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *,
                  cache_dir: Path | None = None, download: bool | None = None) -> tuple[Whisper, ResolvedWeights]:
     """Resolve weights and build the openai-whisper model (eval mode, on ``device``, alignment heads set)."""
@@ -608,17 +626,221 @@ def load_whisper(name_or_path: str | os.PathLike, device: str | torch.device = "
     model = Whisper(dims)
     model.load_state_dict(checkpoint["model_state_dict"], strict=True)
     heads = checkpoint.get("alignment_heads")
-    official = weights.name in whisper._ALIGNMENT_HEADS and (
-        weights.source != "path" or weights.sha256 == _official_sha256(weights.name)
-    )
     if heads is not None:
         model.register_buffer("alignment_heads", _alignment_mask(heads, dims).to_sparse(), persistent=False)
-    elif official:
+    elif _is_official(weights):
         model.set_alignment_heads(whisper._ALIGNMENT_HEADS[weights.name])
     else:
         log.info("no alignment heads known for %s; word timestamps use whisper's default heads", weights.checkpoint)
     del checkpoint
     return model.to(device).eval(), weights
+
+
+# --------------------------------------------------------------------------- CTranslate2 models
+
+# vocabulary size -> the bundled model whose vocabulary, tokenizer and token ids in config.json fit
+_CT2_VOCABULARIES = {51864: "tiny.en", 51865: "base"}
+
+
+def _ct2_missing(path: Path) -> list[str]:
+    """The files a CTranslate2 Whisper directory needs that ``path`` lacks."""
+    missing = [name for name in ("model.bin", "config.json") if not (path / name).is_file()]
+    if not any((path / name).is_file() for name in ("vocabulary.json", "vocabulary.txt")):
+        missing.append("vocabulary.json or vocabulary.txt")
+    return missing
+
+
+def _atomic_dir(target: Path, fill: Callable[[Path], object]) -> Path:
+    """Fill a temp dir next to ``target`` via ``fill(dir)``, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        fill(tmp)
+        for file in tmp.iterdir():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)  # mkdtemp makes dirs private; the cache may be shared
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if _ct2_missing(target):
+                raise
+            log.info("%s was made by another process meanwhile", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _cached_ct2_dir(cache_dir: Path, sha: str) -> Path | None:
+    """A complete CTranslate2 directory in the cache for this sha256, if there is one."""
+    for path in sorted((cache_dir / "ct2").glob(f"*-{sha[:12]}")):
+        if not _ct2_missing(path):
+            return path
+    return None
+
+
+def _bundled_ct2_dir(name: str, cache_dir: Path) -> Path:
+    """The package's own directory when it holds model.bin whole; else its parts joined once into the cache.
+
+    Joining checks the pinned sha256 before anything is renamed into place.
+    """
+    bundle = BUNDLED_MODELS[name]
+    cached = _cached_ct2_dir(cache_dir, bundle.sha256)
+    if cached is not None:
+        return cached
+    config = _package_file(*bundle.config)
+    parts = [_package_file(package, relative) for package, relative in bundle.parts]
+    if parts == [config.parent / "model.bin"]:
+        return config.parent
+
+    def fill(tmp: Path) -> None:
+        with _HashingReader(parts) as raw, open(tmp / "model.bin", "wb") as f:
+            shutil.copyfileobj(raw, f, _HASH_CHUNK)
+            sha = raw.digest.hexdigest()
+        if sha != bundle.sha256:
+            raise WeightsChecksumError(f"sha256 of {' + '.join(map(str, parts))} is {sha}, expected {bundle.sha256}")
+        for extra in ("config.json", "vocabulary.json", "vocabulary.txt", "tokenizer.json"):
+            if (config.parent / extra).is_file():
+                shutil.copyfile(config.parent / extra, tmp / extra)
+
+    target = cache_dir / "ct2" / f"{name}-{bundle.sha256[:12]}"
+    log.info("joining bundled %s (%s) -> %s", name, ", ".join(p for p, _ in bundle.parts), target)
+    return _atomic_dir(target, fill)
+
+
+def _set_linear(layer, state: dict[str, np.ndarray], names: Sequence[str]) -> None:
+    """Set a CTranslate2 linear from Whisper linears, fused in order; a missing bias (keys) is zero."""
+    layer.weight = np.concatenate([state[f"{n}.weight"] for n in names])
+    layer.bias = np.concatenate(
+        [state.get(f"{n}.bias", np.zeros(state[f"{n}.weight"].shape[0], state[f"{n}.weight"].dtype)) for n in names]
+    )
+
+
+def _set_norm(layer, state: dict[str, np.ndarray], name: str) -> None:
+    layer.gamma = state[f"{name}.weight"]
+    layer.beta = state[f"{name}.bias"]
+
+
+def _set_block(layer, state: dict[str, np.ndarray], src: str, cross: bool) -> None:
+    _set_linear(layer.self_attention.linear[0], state, [f"{src}.attn.query", f"{src}.attn.key", f"{src}.attn.value"])
+    _set_linear(layer.self_attention.linear[1], state, [f"{src}.attn.out"])
+    _set_norm(layer.self_attention.layer_norm, state, f"{src}.attn_ln")
+    if cross:
+        _set_linear(layer.attention.linear[0], state, [f"{src}.cross_attn.query"])
+        _set_linear(layer.attention.linear[1], state, [f"{src}.cross_attn.key", f"{src}.cross_attn.value"])
+        _set_linear(layer.attention.linear[2], state, [f"{src}.cross_attn.out"])
+        _set_norm(layer.attention.layer_norm, state, f"{src}.cross_attn_ln")
+    _set_linear(layer.ffn.linear_0, state, [f"{src}.mlp.0"])
+    _set_linear(layer.ffn.linear_1, state, [f"{src}.mlp.2"])
+    _set_norm(layer.ffn.layer_norm, state, f"{src}.mlp_ln")
+
+
+def _whisper_alignment_heads(weights: ResolvedWeights, checkpoint: dict, dims: ModelDimensions) -> list[list[int]]:
+    """The checkpoint's heads, else openai-whisper's for its official weights, else CTranslate2's default."""
+    heads = checkpoint.get("alignment_heads")
+    if heads is None and _is_official(weights):
+        mask = np.frombuffer(gzip.decompress(base64.b85decode(whisper._ALIGNMENT_HEADS[weights.name])), dtype=bool)
+        heads = np.argwhere(mask.reshape(dims.n_text_layer, dims.n_text_head)).tolist()
+    if heads is None:  # what CTranslate2's converter uses: every head of the second half of the layers
+        heads = [[layer, head] for layer in range(dims.n_text_layer // 2, dims.n_text_layer)
+                 for head in range(dims.n_text_head)]
+    return [[int(layer), int(head)] for layer, head in heads]
+
+
+def _converted_ct2_dir(weights: ResolvedWeights, cache_dir: Path) -> Path:
+    """The openai-whisper checkpoint converted once into ``<cache>/ct2/<name>-<sha256[:12]>``."""
+    cached = _cached_ct2_dir(cache_dir, weights.sha256)
+    if cached is not None:
+        return cached
+    from ctranslate2.specs import WhisperSpec
+
+    checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True)
+    dims = ModelDimensions(**checkpoint["dims"])
+    vocabulary_model = _CT2_VOCABULARIES.get(dims.n_vocab)
+    if vocabulary_model is None:
+        raise ValueError(
+            f"{weights.checkpoint} has a {dims.n_vocab}-token vocabulary; CTranslate2 conversion supports the "
+            "English-only (51864: tiny.en, base.en, small.en, medium.en) and multilingual (51865: tiny, base, "
+            "small, medium, large-v1, large-v2) Whisper vocabularies, not large-v3 or turbo"
+        )
+    vocabulary_dir = _package_file(*BUNDLED_MODELS[vocabulary_model].config).parent
+    tokens = (vocabulary_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    if tokens[-1] == "":
+        tokens.pop()
+    bundled_config = json.loads((vocabulary_dir / "config.json").read_text())
+    state = {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
+             for k, v in checkpoint["model_state_dict"].items()}
+
+    spec = WhisperSpec(dims.n_audio_layer, dims.n_audio_head, dims.n_text_layer, dims.n_text_head)
+    for conv in ("conv1", "conv2"):
+        _set_linear(getattr(spec.encoder, conv), state, [f"encoder.{conv}"])
+    spec.encoder.position_encodings.encodings = state["encoder.positional_embedding"]
+    for n, layer in enumerate(spec.encoder.layer):
+        _set_block(layer, state, f"encoder.blocks.{n}", cross=False)
+    _set_norm(spec.encoder.layer_norm, state, "encoder.ln_post")
+    spec.decoder.embeddings.weight = state["decoder.token_embedding.weight"]
+    spec.decoder.projection.weight = state["decoder.token_embedding.weight"]  # tied; saved as an alias
+    spec.decoder.position_encodings.encodings = state["decoder.positional_embedding"]
+    for n, layer in enumerate(spec.decoder.layer):
+        _set_block(layer, state, f"decoder.blocks.{n}", cross=True)
+    _set_norm(spec.decoder.layer_norm, state, "decoder.ln")
+    for key in ("suppress_ids", "suppress_ids_begin", "lang_ids"):
+        setattr(spec.config, key, bundled_config[key])
+    spec.config.alignment_heads = _whisper_alignment_heads(weights, checkpoint, dims)
+    spec.register_vocabulary(tokens)
+    if (vocabulary_dir / "tokenizer.json").is_file():
+        spec.register_file(str(vocabulary_dir / "tokenizer.json"))
+    spec.validate()
+    spec.optimize()
+    del checkpoint, state
+
+    target = cache_dir / "ct2" / f"{weights.name}-{weights.sha256[:12]}"
+    log.info("converting %s -> CTranslate2 %s", weights.checkpoint, target)
+    return _atomic_dir(target, lambda tmp: spec.save(str(tmp)))
+
+
+def ct2_whisper_dir(weights: ResolvedWeights, *, cache_dir: Path | None = None) -> Path:
+    """A CTranslate2 directory holding the same weights as ``weights.checkpoint``.
+
+    The user's CTranslate2 directory as it is; bundled tiny.en's package directory; bundled base's
+    parts joined once into ``<cache>/ct2``; an openai-whisper ``.pt`` converted once into ``<cache>/ct2``.
+    Raises ``WeightsNotFoundError`` when the directory lacks a file CTranslate2 needs.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if weights.ct2_dir is not None:
+        path = Path(weights.ct2_dir)
+    elif weights.source == "bundled":
+        path = _bundled_ct2_dir(weights.name, cache_dir)
+    else:
+        path = _converted_ct2_dir(weights, cache_dir)
+    missing = _ct2_missing(path)
+    if missing:
+        raise WeightsNotFoundError(
+            f"{path} is not a usable CTranslate2 Whisper directory: missing {', '.join(missing)}"
+        )
+    return path
+
+
+def load_ct2_whisper(weights: ResolvedWeights, device: str = "cpu", compute_type: str = "default", *,
+                     threads: int = 0, inter_threads: int = 1, device_index: int = 0,
+                     cache_dir: Path | None = None) -> ctranslate2.models.Whisper:
+    """Load the same weights as a ``ctranslate2.models.Whisper`` (see ``ct2_whisper_dir``).
+
+    ``compute_type="default"`` means int8 on cpu and float16 on cuda; ``threads`` > 0 sets
+    CTranslate2's intra_threads (0: its default).
+    """
+    import ctranslate2
+
+    path = ct2_whisper_dir(weights, cache_dir=cache_dir)
+    compute = {"cpu": "int8", "cuda": "float16"} if compute_type == "default" else compute_type
+    try:
+        model = ctranslate2.models.Whisper(str(path), device=device, device_index=device_index,
+                                           compute_type=compute, inter_threads=inter_threads,
+                                           intra_threads=max(threads, 0))
+    except RuntimeError as exc:
+        raise RuntimeError(f"CTranslate2 could not load {path} on {device} ({compute}): {exc}") from exc
+    log.info("CTranslate2 Whisper: %s on %s (%s)", path, device, compute)
+    return model
 
 
 __all__ = [
@@ -630,8 +852,10 @@ __all__ = [
     "WeightsNotFoundError",
     "checkpoint_sha256",
     "convert_ct2_to_whisper",
+    "ct2_whisper_dir",
     "default_cache_dir",
     "file_sha256",
+    "load_ct2_whisper",
     "load_whisper",
     "read_ct2_model",
     "resolve_weights",

@@ -41,7 +41,7 @@ def cue_name(name: str) -> str:
 
 def sound_cues(result: TagResult, threshold: float = CUE_THRESHOLD) -> list[Cue]:
     """Confident non-speech stretches, merged across neighbouring tag windows with the same sound."""
-    segments = result.segments if isinstance(result, TranscriptionResult) else []
+    segments = spoken(result) if isinstance(result, TranscriptionResult) else []
     cues: list[Cue] = []
     for window in result.tags:
         covered = sum(max(0.0, min(s.end, window.end) - max(s.start, window.start)) for s in segments)
@@ -58,6 +58,11 @@ def sound_cues(result: TagResult, threshold: float = CUE_THRESHOLD) -> list[Cue]
     return cues
 
 
+def spoken(result: TranscriptionResult) -> list:
+    """The segments that count as speech: those the speech gate flagged ``no_speech`` are left out."""
+    return [s for s in result.segments if not s.no_speech]
+
+
 def window_text(window: TagWindow) -> str:
     return ", ".join(f"{cue_name(lab.name)} {lab.probability:.2f}" for lab in window.labels)
 
@@ -65,7 +70,7 @@ def window_text(window: TagWindow) -> str:
 def subtitle_cues(result: TagResult) -> list[Cue]:
     """What subtitles show: transcript segments plus sound cues, or for tags only every window's tags."""
     if isinstance(result, TranscriptionResult):
-        cues = [Cue(s.start, s.end, s.text.strip()) for s in result.segments] + sound_cues(result)
+        cues = [Cue(s.start, s.end, s.text.strip()) for s in spoken(result)] + sound_cues(result)
     else:
         cues = [Cue(w.start, w.end, window_text(w)) for w in result.tags if w.labels]
     return sorted(cues, key=lambda cue: (cue.start, cue.end))
@@ -88,7 +93,7 @@ def render_tsv(result: TagResult) -> str:
     """Milliseconds, like openai-whisper's tsv: start, end, text; for tags: start, end, mid, name, probability."""
     if isinstance(result, TranscriptionResult):
         rows = ["start\tend\ttext"] + [
-            f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.strip().replace(chr(9), ' ')}" for s in result.segments
+            f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.strip().replace(chr(9), ' ')}" for s in spoken(result)
         ]
     else:
         rows = ["start\tend\tmid\tname\tprobability"] + [
@@ -100,7 +105,7 @@ def render_tsv(result: TagResult) -> str:
 
 def render_txt(result: TagResult) -> str:
     if isinstance(result, TranscriptionResult):
-        return "".join(s.text.strip() + "\n" for s in result.segments)
+        return "".join(s.text.strip() + "\n" for s in spoken(result))
     return "".join(f"{timestamp(w.start)}-{timestamp(w.end)}\t{window_text(w)}\n" for w in result.tags)
 
 

@@ -13,23 +13,44 @@ from conftest import seeded_head
 from speech_fixtures import foreign_speech, long_speech, speech_clips
 from whisper.normalizers import EnglishTextNormalizer
 
-from tagger import TagResult, TranscriptionResult, load_audio
+from tagger import DecodeOptions, TagResult, TranscriptionResult, load_audio
 from tagger.audio import EmptyAudioError
 from tagger.pipeline import NO_HEAD_NOTE, EarmarkModel
 
 
+class CountingDecoder:
+    """Stands between the pipeline and its CTranslate2 decoder and records every call (the real
+    decoder does the work)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.calls: list[tuple[str, int, dict]] = []  # (method, batch size, keyword arguments)
+
+    def __getattr__(self, name):
+        method = getattr(self.real, name)
+        if name not in ("generate", "detect_language", "align"):
+            return method
+
+        def counted(features, *args, **kwargs):
+            self.calls.append((name, features.shape[0], kwargs))
+            return method(features, *args, **kwargs)
+
+        return counted
+
+
 class EncoderCounter:
-    """Wraps a model's encoder forward pass and the decoder's token embedding (which every decoder
-    step goes through, whichever loop runs it) and counts what goes through them."""
+    """Wraps a model's encoder forward pass and its text decoder, and counts what goes through them."""
 
     def __init__(self, model: EarmarkModel):
+        self.model = model
         self.encoder = model.whisper.encoder
-        self.decoder = model.whisper.decoder.token_embedding
         self.windows = 0
         self.encoder_calls = 0
-        self.decoder_calls = 0
         self._encoder_forward = self.encoder.forward
-        self._decoder_forward = self.decoder.forward
+
+    @property
+    def decoder_calls(self) -> int:
+        return len(self.text.calls)
 
     def __enter__(self):
         def encoder_forward(mel):
@@ -37,17 +58,14 @@ class EncoderCounter:
             self.windows += mel.shape[0]
             return self._encoder_forward(mel)
 
-        def decoder_forward(*args, **kwargs):
-            self.decoder_calls += 1
-            return self._decoder_forward(*args, **kwargs)
-
         self.encoder.forward = encoder_forward
-        self.decoder.forward = decoder_forward
+        self.model.decoder(DecodeOptions())  # loads the text decoder
+        self.text = self.model.text_decoder = CountingDecoder(self.model.text_decoder)
         return self
 
     def __exit__(self, *exc):
         del self.encoder.forward
-        del self.decoder.forward
+        self.model.text_decoder = self.text.real
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +122,9 @@ def test_one_encoder_pass_per_window_with_fallback_forced(tiny_en_tagged, speech
         tiny_en_tagged.encode_batch_size = 8
     assert counter.windows == 4
     assert counter.encoder_calls == 2
-    assert {s.temperature for s in result.segments} == {1.0}  # every window went through every temperature
+    hot = [call for call in counter.text.calls if call[2].get("sampling_temperature") == 1.0]
+    decoded = {s.seek for s in result.segments}
+    assert sum(batch for _, batch, _ in hot) == len(decoded) == 4  # every window went through every temperature
     assert result.scores.shape == (math.ceil(result.duration / 10), 527)
     again = tiny_en_tagged.transcribe(audio, compression_ratio_threshold=0.0, temperature=(0.0, 1.0), best_of=1)
     assert again.text == result.text  # fallback sampling is seeded: the same audio, the same transcript

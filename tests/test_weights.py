@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import whisper
 from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
+from tagger import load_model
 from tagger import weights as W
 from tagger.weights import (
     BUNDLED_MODELS,
@@ -24,7 +27,9 @@ from tagger.weights import (
     WeightsChecksumError,
     WeightsNotFoundError,
     convert_ct2_to_whisper,
+    ct2_whisper_dir,
     default_cache_dir,
+    load_ct2_whisper,
     load_whisper,
     read_ct2_model,
     resolve_weights,
@@ -321,6 +326,8 @@ def test_user_ct2_dir_converts_once(tiny_checkpoint, tmp_path):
     resolved = resolve_weights(TINY_CT2_DIR, cache_dir=cache)
     assert resolved.source == "path"
     assert resolved.name == TINY_CT2_DIR.name
+    assert resolved.ct2_dir == TINY_CT2_DIR
+    assert ct2_whisper_dir(resolved, cache_dir=cache) == TINY_CT2_DIR  # CTranslate2 loads it as it is
     assert resolved.checkpoint.parent == cache / "whisper"
     assert BUNDLED_MODELS["tiny.en"].sha256[:12] in resolved.checkpoint.name
     # conversion is deterministic: the same bytes as the bundled route
@@ -411,3 +418,137 @@ def test_offline_env(monkeypatch, tmp_path):
         monkeypatch.setenv("EARMARK_OFFLINE", value)
         assert W.download_allowed(None) is allowed
     assert W.download_allowed(False) is False
+
+
+# --------------------------------------------------------------------------- CTranslate2 models
+
+SPEECH_CLIP = "librivox-sense-and-sensibility-0870.flac"
+
+
+def speech_features(encoder: torch.nn.Module):
+    """Whisper encoder output for SPEECH_CLIP, as a CTranslate2 StorageView, and the clip's transcript."""
+    import ctranslate2
+    from speech_fixtures import FIXTURES, speech_clips
+
+    from tagger import load_audio
+
+    audio = torch.from_numpy(load_audio(FIXTURES / SPEECH_CLIP))
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), 80)[None]
+    with torch.no_grad():
+        features = encoder(mel)
+    transcript = dict(speech_clips())[FIXTURES / SPEECH_CLIP]
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(features.numpy())), transcript
+
+
+def greedy_tokens(model, features, prompt: list[int]) -> list[int]:
+    return model.generate(features, [prompt], beam_size=1)[0].sequences_ids[0]
+
+
+def ct2_variables(ct2_dir: Path) -> dict[str, np.ndarray]:
+    """model.bin's weights, without scalar flags (converter versions differ in those)."""
+    return {k: v for k, v in read_ct2_model(ct2_dir / "model.bin").items() if v.ndim > 0}
+
+
+def test_ct2_bundled(bundled, weights_cache):
+    """tiny.en loads from its package as it is; base's parts are joined once into the cache (pinned
+    sha256); both decode the recorded speech from our encoder's features."""
+    name = bundled.resolved.name
+    ct2_dir = ct2_whisper_dir(bundled.resolved, cache_dir=weights_cache)
+    if name == "tiny.en":
+        assert ct2_dir == TINY_CT2_DIR
+    else:
+        assert ct2_dir == weights_cache / "ct2" / f"base-{BUNDLED_MODELS['base'].sha256[:12]}"
+        assert W.file_sha256(ct2_dir / "model.bin") == BUNDLED_MODELS["base"].sha256
+        assert not list(ct2_dir.parent.glob("*.tmp")), "a temp dir was left behind"
+        mtime = (ct2_dir / "model.bin").stat().st_mtime_ns
+        assert ct2_whisper_dir(bundled.resolved, cache_dir=weights_cache) == ct2_dir
+        assert (ct2_dir / "model.bin").stat().st_mtime_ns == mtime, "joined again"
+
+    model = load_ct2_whisper(bundled.resolved, threads=1, cache_dir=weights_cache)
+    assert model.is_multilingual == bundled.model.is_multilingual
+    tokenizer = get_tokenizer(model.is_multilingual, language="en", task="transcribe")
+    features, transcript = speech_features(bundled.model.encoder)
+    text = tokenizer.decode(greedy_tokens(model, features, list(tokenizer.sot_sequence_including_notimestamps)))
+    print(f"{name}: {text}")
+    assert {"dashwood", "leisure", "prudently"} <= set(text.lower().replace(",", " ").replace(".", " ").split())
+    assert len(text.split()) >= len(transcript.split()) - 3
+
+
+def test_ct2_from_pt_checkpoint(tiny_checkpoint, weights_cache, tmp_path):
+    """A user's .pt is converted once into the cache; the result has the bundled tiny.en's weights and
+    config, and generates the same tokens as the bundled model on the same encoder features."""
+    path = shutil.copy(tiny_checkpoint, tmp_path / "my-tiny.pt")
+    cache = tmp_path / "cache"
+    resolved = resolve_weights(path, cache_dir=cache)
+    assert resolved.ct2_dir is None
+    converted = load_ct2_whisper(resolved, cache_dir=cache)
+    ct2_dir = cache / "ct2" / f"my-tiny-{resolved.sha256[:12]}"
+    assert ct2_whisper_dir(resolved, cache_dir=cache) == ct2_dir
+    assert not list(ct2_dir.parent.glob("*.tmp")), "a temp dir was left behind"
+    mtime = (ct2_dir / "model.bin").stat().st_mtime_ns
+    assert ct2_whisper_dir(resolved, cache_dir=cache) == ct2_dir
+    assert (ct2_dir / "model.bin").stat().st_mtime_ns == mtime, "converted again"
+
+    ours, theirs = ct2_variables(ct2_dir), ct2_variables(TINY_CT2_DIR)
+    assert ours.keys() == theirs.keys()
+    for key, value in ours.items():
+        assert value.dtype == theirs[key].dtype and np.array_equal(value, theirs[key]), key
+    config = json.loads((TINY_CT2_DIR / "config.json").read_text())
+    assert json.loads((ct2_dir / "config.json").read_text()) == config
+
+    bundled_ct2 = load_ct2_whisper(resolve_weights("tiny.en", cache_dir=weights_cache), cache_dir=weights_cache)
+    tokenizer = get_tokenizer(False)
+    encoder = load_model(tiny_checkpoint, head=None, device="cpu").whisper.encoder  # the bundled tiny.en
+    features, _ = speech_features(encoder)
+    tokens = greedy_tokens(converted, features, list(tokenizer.sot_sequence))
+    assert tokens == greedy_tokens(bundled_ct2, features, list(tokenizer.sot_sequence))
+    assert "dashwood" in tokenizer.decode(tokens).lower()
+
+
+def test_ct2_alignment_heads():
+    """Official checkpoints get openai-whisper's alignment heads (the bundled config.json's); others
+    the second half of the layers, as CTranslate2's converter does."""
+    for name in BUNDLED_MODELS:
+        dims = whisper.model.ModelDimensions(**EXPECTED_DIMS[name])
+        official = W.ResolvedWeights(name, Path(f"{name}.pt"), "whisper-cache", "0" * 64)
+        config = json.loads(W._package_file(*BUNDLED_MODELS[name].config).read_text())
+        assert W._whisper_alignment_heads(official, {}, dims) == config["alignment_heads"]
+        other = dataclasses.replace(official, name="mine", source="path")
+        half = dims.n_text_layer // 2
+        assert W._whisper_alignment_heads(other, {}, dims) == [
+            [layer, head] for layer in range(half, dims.n_text_layer) for head in range(dims.n_text_head)
+        ]
+        assert W._whisper_alignment_heads(other, {"alignment_heads": [[1, 2]]}, dims) == [[1, 2]]
+
+
+def test_ct2_unsupported_vocabulary(tmp_path):
+    dims = {**EXPECTED_DIMS["base"], "n_vocab": 51866}  # large-v3's
+    torch.save({"dims": dims, "model_state_dict": {}}, tmp_path / "v3.pt")
+    resolved = resolve_weights(tmp_path / "v3.pt", cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="51866-token vocabulary.*51864.*51865"):
+        load_ct2_whisper(resolved, cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("model.bin"))
+
+
+def test_ct2_bad_bundled_checksum_writes_nothing(monkeypatch, tmp_path):
+    monkeypatch.setitem(BUNDLED_MODELS, "base", dataclasses.replace(BUNDLED_MODELS["base"], sha256="0" * 64))
+    resolved = W.ResolvedWeights("base", tmp_path / "base.pt", "bundled", "0" * 64)
+    with pytest.raises(WeightsChecksumError, match="0" * 64):
+        ct2_whisper_dir(resolved, cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache" / "ct2").iterdir()) == []
+
+
+def test_ct2_unusable_directory(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(TINY_CT2_DIR / "config.json", broken / "config.json")
+    resolved = W.ResolvedWeights("broken", tmp_path / "broken.pt", "path", "0" * 64, ct2_dir=broken)
+    with pytest.raises(WeightsNotFoundError, match=r"not a usable CTranslate2 Whisper directory: missing model\.bin, "
+                                                   r"vocabulary\.json or vocabulary\.txt"):
+        load_ct2_whisper(resolved, cache_dir=tmp_path / "cache")
+
+    shutil.copy(TINY_CT2_DIR / "vocabulary.txt", broken / "vocabulary.txt")
+    with open(TINY_CT2_DIR / "model.bin", "rb") as source:
+        (broken / "model.bin").write_bytes(source.read(1 << 20))  # truncated
+    with pytest.raises(RuntimeError, match=re.escape(f"CTranslate2 could not load {broken}")):
+        load_ct2_whisper(resolved, cache_dir=tmp_path / "cache")

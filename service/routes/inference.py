@@ -10,8 +10,7 @@ from fastapi import Request
 
 from tagger.audio import AudioError
 from tagger.labels import LabelSet
-from tagger.pipeline import AudioJob
-from tagger.results import TagResult
+from tagger import AudioJob, TagResult
 from tagger.tagging import steps_per_window
 
 from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped

@@ -7,7 +7,7 @@ from functools import partial
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from tagger.tagging import LabelFilter
+from tagger import TagOptions
 from tagger.writers import render
 
 from ..errors import bad_request
@@ -39,9 +39,9 @@ async def create_tags(request: Request, engine: ReadyEngine,
     labels = model.head.card.labels
     check_labels(labels, form.include, "include")
     check_labels(labels, form.exclude, "exclude")
-    chosen = LabelFilter(top_k=form.top_k, threshold=form.threshold, include=form.include or None,
-                         exclude=form.exclude or None)
-    make_job = partial(model.job, upload.file, None, True, form.tag_resolution, chosen, settings.max_duration)
+    tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold, include=form.include or None,
+                      exclude=form.exclude or None)
+    make_job = partial(model.job, upload.file, None, tags, settings.max_duration)
     result = await run_job(request, engine, settings, metrics, make_job, "tag")
     if form.response_format == "json":
         return JSONResponse(TagsResponse.of(result).model_dump())

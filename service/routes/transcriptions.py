@@ -7,9 +7,7 @@ from functools import partial
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from tagger.decoding import DecodeSettings
-from tagger.results import TranscriptionResult
-from tagger.tagging import LabelFilter
+from tagger import DecodeOptions, TagOptions, TranscriptionResult
 from tagger.writers import render
 
 from ..batching import Engine
@@ -44,11 +42,11 @@ async def transcribe(request: Request, engine: Engine, settings: Settings, metri
                           "unsupported_language", "language")
     check_tag_resolution(form.tag_resolution)
     wants_tags = model.head is not None and form.tags is not False and form.response_format in TAG_FORMATS
-    decode = DecodeSettings(task=task, language=form.language, temperature=form.temperatures,
-                            initial_prompt=form.prompt,
-                            word_timestamps=form.word_timestamps and form.response_format == "verbose_json")
-    chosen = LabelFilter(top_k=form.top_k, threshold=form.threshold)
-    make_job = partial(model.job, upload.file, decode, wants_tags, form.tag_resolution, chosen, settings.max_duration)
+    decode = DecodeOptions(task=task, language=form.language, multilingual=form.multilingual,
+                           temperature=form.temperatures, initial_prompt=form.prompt, speech_gate=form.speech_gate,
+                           word_timestamps=form.word_timestamps and form.response_format == "verbose_json")
+    tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold) if wants_tags else None
+    make_job = partial(model.job, upload.file, decode, tags, settings.max_duration)
     result = await run_job(request, engine, settings, metrics, make_job, task)
     assert isinstance(result, TranscriptionResult)
     return render_transcription(result, form)

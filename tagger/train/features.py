@@ -1,9 +1,10 @@
 """Cached encoder features for training heads, made by the same single pass as inference.
 
-Extraction runs exactly what serving runs: ``load_audio`` -> ``log_mel`` of the whole clip -> 30 s
-zero-padded windows -> ``Backbone.encode`` (every block's output, mean-pooled over 0.4 s), the
-windows of several clips batched into one encoder call. A clip's pooled windows are joined and
-cut to its real audio, ``T = ceil(content_frames / 40)`` steps, and stored as float16 ``[L, T, D]``.
+Extraction runs exactly what serving runs (``tagger.onepass``): ``load_audio`` -> windows of at most
+30 s cut at pauses -> each window's log-mel, zero-padded to 30 s -> ``Backbone.encode`` (every
+block's output, mean-pooled over 0.4 s), the windows of several clips batched into one encoder
+call. A clip's pooled windows are joined over its real audio, ``T = ceil(content_frames / 40)``
+steps, and stored as float16 ``[L, T, D]``.
 So a head trained on the cache sees exactly the features it sees when tagging (Whisper-AT trained
 on unpadded 10 s clips but ran on padded 30 s windows). ``bf16=True`` runs the encoder under
 bfloat16 autocast instead, faster on CPUs with bfloat16 units and about 1 % from these features;
@@ -53,7 +54,8 @@ from tqdm import tqdm
 from whisper.audio import HOP_LENGTH
 
 from ..audio import SAMPLE_RATE, AudioError, EmptyAudioError, load_audio
-from ..backbone import FRAMES_PER_STEP, POOL_FRAMES, STEPS_PER_SECOND, STEPS_PER_WINDOW, log_mel
+from ..backbone import FRAMES_PER_STEP, POOL_FRAMES, STEPS_PER_SECOND, STEPS_PER_WINDOW
+from ..onepass import AudioJob, pooled_features
 from ..labels import LabelSet, audioset
 from . import distributed
 from .datasets import Clip, label_indices
@@ -129,32 +131,14 @@ def clip_features(model, audios: Sequence[np.ndarray], batch_size: int | None = 
     into encoder calls of at most ``batch_size`` windows (default: the model's encode batch size).
     ``bf16``: the encoder under bfloat16 autocast (``Backbone.encode``)."""
     batch_size = batch_size or model.encode_batch_size
-    mels = []
+    jobs = []
     for audio in audios:
         samples = np.ascontiguousarray(audio, dtype=np.float32)
-        if not samples.flags.writeable:  # torch warns about read-only arrays
-            samples = samples.copy()
         if samples.ndim != 1 or samples.shape[0] < HOP_LENGTH:  # one 10 ms mel frame
             raise EmptyAudioError(f"a clip of {samples.shape[-1] if samples.ndim else 0} samples is shorter than one 10 ms frame")
-        mels.append(log_mel(torch.from_numpy(samples), model.whisper.dims.n_mels, model.device))
-    if not mels:
-        return []
-    windows = torch.cat([mel.windows(0, mel.n_windows) for mel in mels])
-    pooled = []
-    for first in range(0, windows.shape[0], batch_size):
-        pooled.append(model.backbone.encode(windows[first:first + batch_size], bf16=bf16).pooled.cpu())
-    pooled_all = torch.cat(pooled)  # [windows, L, 75, D] float32
-    features = []
-    first = 0
-    for mel in mels:
-        count = mel.n_windows
-        block = pooled_all[first:first + count]
-        first += count
-        layers, width = block.shape[1], block.shape[3]
-        steps = math.ceil(mel.content_frames / FRAMES_PER_STEP)
-        series = block.permute(1, 0, 2, 3).reshape(layers, count * STEPS_PER_WINDOW, width)[:, :steps]
-        features.append(series.to(torch.float16).contiguous().numpy())
-    return features
+        jobs.append(AudioJob(model, samples, None, None, model.window_options))
+    pooled = pooled_features(model.backbone, jobs, batch_size, bf16)
+    return [series.to(torch.float16).contiguous().numpy() for series in pooled]
 
 
 def prepare_audio(clip: Clip, audio: np.ndarray, max_duration: float | None = None) -> np.ndarray:

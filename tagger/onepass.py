@@ -1,0 +1,195 @@
+"""The single pass: plan windows, log-mel, encode once, hand the features on.
+
+Every caller goes through here: ``transcribe`` and ``tag``, the service's micro-batcher (windows
+of several requests in one encoder call) and feature extraction for training. An ``AudioJob``
+holds one recording's windows; ``encode_step`` runs one encoder call over windows of one or more
+jobs and gives each job its slice: the pooled block outputs go to the tagging head, the final
+output to the text decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, EmptyAudioError
+from .backbone import FRAMES_PER_STEP, Backbone, Encoded
+from .decoding import DecodeOptions
+from .mel import log_mel
+from .results import TagResult, TranscriptionResult
+from .tagging import TagOptions, TagStream, speech_probability, tag_segments, tag_windows
+from .windows import Window, WindowOptions, plan_windows
+
+HOP_LENGTH = 160  # samples per mel frame
+NO_HEAD_NOTE = "no tagging head is loaded, so there are no sound tags; load one with load_model(..., head=PATH)"
+
+
+def window_steps(window: Window) -> int:
+    """Pooled 0.4 s steps of real audio in a window (every window but the last is a whole number of them)."""
+    return max(1, math.ceil(window.samples // HOP_LENGTH / FRAMES_PER_STEP))
+
+
+class AudioJob:
+    """One recording's way through the model: its windows are encoded in order (alone or batched
+    with other jobs' windows, ``encode_step``); each encoded batch goes to the tag stream at once
+    and to the decoder (``decode``, which may run on another thread)."""
+
+    def __init__(self, model, samples: np.ndarray, options: DecodeOptions | None, tags: TagOptions | None,
+                 window_options: WindowOptions | None = None):
+        if len(samples) < HOP_LENGTH:
+            raise EmptyAudioError(f"the audio is {len(samples) / SAMPLE_RATE * 1000:.1f} ms long, shorter than one 10 ms frame")
+        self.model = model
+        self.samples = samples
+        self.options = options
+        self.tag_options = tags
+        self.duration = round(len(samples) / SAMPLE_RATE, 3)
+        window_options = window_options or WindowOptions()
+        self.window_list = plan_windows(samples, window_options, need_speech=options is not None)
+        self.speech_threshold = window_options.speech_threshold
+        head = model.head
+        self.stream = TagStream(head, tags.tag_resolution, self.duration) if tags is not None and head else None
+        self.decoder = None if options is None else model.decoder(options)
+        self.next_window = 0
+        self._undecoded: list[tuple[int, torch.Tensor]] = []  # (window, features [1500, D]) waiting for the decoder
+        self._lock = threading.Lock()
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.window_list)
+
+    @property
+    def encoded_all(self) -> bool:
+        return self.next_window >= self.n_windows
+
+    @property
+    def decoded_all(self) -> bool:
+        return self.encoded_all and not self._undecoded
+
+    def windows(self, first: int, last: int) -> torch.Tensor:
+        """Log-mel of windows ``first..last-1`` as a batch [B, n_mels, 3000]."""
+        n_mels, device = self.model.whisper.dims.n_mels, self.model.device
+        return torch.stack([log_mel(torch.from_numpy(self.samples[w.start : w.end]), n_mels, device)
+                            for w in self.window_list[first:last]])
+
+    def take(self, first: int, encoded: Encoded) -> None:
+        """Take the encoder's output for windows ``first``, ``first + 1``, ... (in order): tags at
+        once; windows with speech wait for ``decode``, the others are never decoded."""
+        if first != self.next_window:
+            raise ValueError(f"window {first} arrived, expected {self.next_window}")
+        windows = self.window_list[first : first + len(encoded.features)]
+        if self.stream is not None:
+            self.stream.add(encoded.pooled, [window_steps(w) for w in windows])
+        if self.decoder is not None:
+            with self._lock:
+                self._undecoded += [(first + i, encoded.features[i]) for i, w in enumerate(windows)
+                                    if w.speech() >= self.speech_threshold]
+        self.next_window = first + len(windows)
+
+    @property
+    def undecoded(self) -> int:
+        return len(self._undecoded)
+
+    def decode(self, stop: Callable[[], bool] | None = None, limit: int | None = None) -> None:
+        """Decode the windows taken so far, at most ``limit`` (``stop``: checked between windows and attempts)."""
+        with self._lock:
+            pending, self._undecoded = self._undecoded[:limit], self._undecoded[len(self._undecoded[:limit]):]
+        if pending and self.decoder is not None:
+            indices = [i for i, _ in pending]
+            self.decoder.add([self.window_list[i] for i in indices], indices,
+                             torch.stack([f for _, f in pending]), stop)
+
+    def accept(self, first: int, encoded: Encoded, decode_batch: int = 1) -> None:
+        """``take``, then ``decode`` once ``decode_batch`` windows wait or all are encoded: what a
+        caller on a single thread does."""
+        self.take(first, encoded)
+        while self.undecoded >= decode_batch or (self.encoded_all and self.undecoded):
+            self.decode(limit=decode_batch)
+
+    def result(self) -> TranscriptionResult | TagResult:
+        """The finished result, once every window was taken and decoded."""
+        if not self.decoded_all:
+            raise RuntimeError("the job still has windows to encode or decode")
+        notes: list[str] = []
+        head = self.model.head
+        labels = head.card.labels if head is not None else None
+        bounds: list[tuple[float, float]] = []
+        windows = []
+        if self.stream is not None and labels is not None:
+            scores = self.stream.finish()
+            bounds = [self.stream.window_bounds(i) for i in range(len(scores))]
+            windows = tag_windows(scores, bounds, labels, self.tag_options)
+        else:
+            scores = np.zeros((0, len(labels) if labels else 0), np.float32)
+            notes.append(NO_HEAD_NOTE if head is None else "tags were not requested")
+        common = {"duration": self.duration, "tags": windows, "scores": scores,
+                      "tag_resolution": self.tag_options.tag_resolution if self.tag_options else 10.0,
+                      "head": self.model.head_name if self.stream is not None else None,
+                      "labels": list(labels.mids) if labels else [], "notes": notes}
+        if self.decoder is None:
+            return TagResult(**common)
+        decoder = self.decoder
+        head_speech = None
+        if labels is not None and self.stream is not None and len(scores):
+            tag_segments(decoder.segments, scores, bounds, labels, self.tag_options)
+            if speech_probability(scores, bounds, labels, 0.0, self.duration) is not None:
+                def head_speech(start: float, end: float) -> float:
+                    return speech_probability(scores, bounds, labels, start, end)
+        decoder.gate(head_speech)
+        language = decoder.language or next((s.language for s in decoder.segments if s.language), None) or "en"
+        return TranscriptionResult(**common, text=decoder.text, language=language,
+                                   task=self.options.task, segments=decoder.segments)
+
+
+@dataclass
+class Slice:
+    """Windows ``first .. first + count - 1`` of ``job`` in one encoder call."""
+
+    job: AudioJob
+    first: int
+    count: int
+
+
+def encode_step(backbone: Backbone, slices: list[Slice], bf16: bool = False) -> list[Encoded]:
+    """One encoder call over the windows of ``slices``; each slice's part of the output, in order."""
+    mel = torch.cat([s.job.windows(s.first, s.first + s.count) for s in slices])
+    encoded = backbone.encode(mel, bf16=bf16)
+    parts, offset = [], 0
+    for s in slices:
+        parts.append(Encoded(features=encoded.features[offset : offset + s.count],
+                             pooled=encoded.pooled[offset : offset + s.count]))
+        offset += s.count
+    return parts
+
+
+def run_job(backbone: Backbone, job: AudioJob, batch_size: int, decode_batch: int = 8,
+            progress: Callable[[int], None] | None = None) -> TranscriptionResult | TagResult:
+    """Encode, tag and decode one job to the end: ``batch_size`` windows per encoder call,
+    ``decode_batch`` per decoder call when the options allow batches."""
+    if job.options is None or not job.options.batched:
+        decode_batch = 1
+    while not job.encoded_all:
+        piece = Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
+        job.accept(piece.first, encode_step(backbone, [piece])[0], decode_batch)
+        if progress is not None:
+            progress(piece.count)
+    return job.result()
+
+
+def pooled_features(backbone: Backbone, jobs: list[AudioJob], batch_size: int, bf16: bool = False
+                    ) -> list[torch.Tensor]:
+    """Every block's pooled output over each job's real audio, ``[L, T, D]`` float32 on the CPU
+    (what a tagging head sees: feature extraction for training), the windows of all jobs batched
+    into encoder calls of at most ``batch_size`` windows."""
+    pending = [Slice(job, i, 1) for job in jobs for i in range(job.n_windows)]
+    parts: dict[int, list[torch.Tensor]] = {id(job): [] for job in jobs}
+    for first in range(0, len(pending), batch_size):
+        batch = pending[first : first + batch_size]
+        for s, encoded in zip(batch, encode_step(backbone, batch, bf16)):
+            steps = window_steps(s.job.window_list[s.first])
+            parts[id(s.job)].append(encoded.pooled[0, :, :steps].cpu())
+    return [torch.cat(parts[id(job)], dim=1) for job in jobs]
