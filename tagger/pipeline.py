@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import weights as _weights
 from .audio import AudioSource, load_audio
 from .backbone import Backbone
 from .decoding import DecodeOptions, Decoder
@@ -23,7 +24,6 @@ from .heads import LoadedHead, check_backbone, load_head
 from .onepass import NO_HEAD_NOTE, AudioJob, run_job
 from .results import TagResult, TranscriptionResult
 from .tagging import TagOptions, steps_per_window
-from . import weights as _weights
 from .weights import ResolvedWeights, load_whisper
 from .windows import WindowOptions
 

@@ -25,9 +25,10 @@ CLIPS = [
     "asterisk-en-vm-newuser.flac",  # the largest int8 difference over all the English fixtures
     "librivox-sense-and-sensibility-0870.flac",
 ]
-# Measured over all 19 English fixtures (373 words, 746 times): with float32 every time equals
-# openai-whisper's; with int8 the largest difference is 0.18 s, 99.5% are 0.02 s or less, the
-# median is 0.
+# Measured over all 19 English fixtures (355 words): with float32 every word time equals
+# openai-whisper's and probabilities agree to 1e-4; with int8 the largest time difference is
+# 0.18 s, all but 2 words are within 0.1 s and 95% within 0.02 s, and probabilities differ by up
+# to 0.12.
 TOLERANCE = {"float32": 0.02, "int8": 0.2}
 
 
@@ -107,9 +108,8 @@ def test_words_match_openai_whisper(tiny_en, clip, compute_type):
     for ours, theirs in zip(segments, expected, strict=True):
         assert ours["start"] == pytest.approx(theirs["start"], abs=TOLERANCE[compute_type])
         assert ours["end"] == pytest.approx(theirs["end"], abs=TOLERANCE[compute_type])
-    # CTranslate2's token probabilities: close to openai-whisper's, not equal
     for a, b in zip(words(segments), words(expected)):
-        assert a["probability"] == pytest.approx(b["probability"], abs=0.1)
+        assert a["probability"] == pytest.approx(b["probability"], abs=0.15 if compute_type == "int8" else 1e-3)
     assert last == words(segments)[-1]["end"]
 
 

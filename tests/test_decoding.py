@@ -136,7 +136,7 @@ def test_a_pure_tone_is_not_decoded(tiny_en):
 
 
 def test_speech_passes_the_gate(tiny_en_tagged):
-    path, transcript = speech_clips()[0]
+    path, _ = speech_clips()[0]
     result = tiny_en_tagged.transcribe(path)
     assert result.segments and not any(s.no_speech for s in result.segments)
     assert all(s.speech_prob is not None and s.speech_prob >= 0.5 for s in result.segments)

@@ -502,9 +502,15 @@ class FakeJob:
 
         return torch.full((last - first, 1, 1), float(len(self.name)))
 
-    def accept(self, first: int, encoded) -> None:
+    def take(self, first: int, encoded) -> None:
         assert first == self.next_window
         self.next_window += len(encoded.features)
+
+    undecoded = 0  # no text to decode: the job is done once encoded
+
+    @property
+    def decoded_all(self) -> bool:
+        return self.encoded_all
 
     def result(self) -> str:
         return f"{self.name} done"
@@ -516,9 +522,10 @@ class FakeModel:
 
         self.batches: list[int] = []
         self.backbone = self
+        self.decode_batch_size = 8
         self._encoded = Encoded
 
-    def encode(self, mel):
+    def encode(self, mel, bf16=False):
         self.batches.append(len(mel))
         return self._encoded(features=mel, pooled=mel)
 

@@ -30,13 +30,16 @@ from sound_fixtures import (
 )
 
 from tagger.audio import SAMPLE_RATE, load_audio
-from tagger.backbone import FRAMES_PER_STEP, STEPS_PER_WINDOW, log_mel
+from tagger.backbone import STEPS_PER_WINDOW
 from tagger.labels import Label, LabelSet, audioset
+from tagger.mel import log_mel
+from tagger.onepass import window_steps
 from tagger.pipeline import EarmarkModel
 from tagger.train import distributed
 from tagger.train.datasets import Clip, DatasetError, default_multi_label, detect_format, load_dataset, resolve_labels
 from tagger.train.extract import add_extract_arguments, run_extract
 from tagger.train.features import CacheMismatchError, FeatureCache, clip_features, extract_features, prepare_audio
+from tagger.windows import plan_windows
 
 # --------------------------------------------------------------------------- fixtures on disk
 
@@ -223,10 +226,10 @@ def assert_close_fp16(actual: np.ndarray, desired: np.ndarray) -> None:
 
 def _inference_pooled(model: EarmarkModel, path: Path) -> np.ndarray:
     """Pooled features the way serving computes them: a job's windows, one encoder call each."""
-    job = model.job(path, settings=None, tags=False)
-    pooled = torch.cat([model.backbone.encode(job.windows(i, i + 1)).pooled for i in range(job.n_windows)])
-    steps = math.ceil(job.mel.content_frames / FRAMES_PER_STEP)
-    return pooled.permute(1, 0, 2, 3).reshape(pooled.shape[1], -1, pooled.shape[3])[:, :steps].numpy()
+    job = model.job(path, None, None)
+    pooled = [model.backbone.encode(job.windows(i, i + 1)).pooled[0, :, : window_steps(window)]
+              for i, window in enumerate(job.window_list)]
+    return torch.cat(pooled, dim=1).numpy()
 
 
 def test_extracted_features_equal_the_inference_path(tiny_en, drum_cache):
@@ -261,10 +264,12 @@ def test_a_clip_longer_than_30_s_spans_two_windows(tiny_en, drum_cache):
     assert record.n_steps == math.ceil(LONG_SECONDS * 100 / 40) > STEPS_PER_WINDOW  # 103 steps over 2 windows
     features = cache.features(len(cache) - 1).astype(np.float32)
     samples = load_audio(clips[-1].path)
-    mel = log_mel(torch.from_numpy(samples), tiny_en.whisper.dims.n_mels)
-    assert mel.n_windows == 2
-    second = tiny_en.backbone.encode(mel.windows(1, 2)).pooled[0].numpy()  # the second window alone
-    assert_close_fp16(features[:, STEPS_PER_WINDOW:], second[:, : record.n_steps - STEPS_PER_WINDOW])
+    windows = plan_windows(samples, need_speech=False)
+    assert len(windows) == 2
+    first_steps = window_steps(windows[0])
+    second = log_mel(torch.from_numpy(samples[windows[1].start :]), tiny_en.whisper.dims.n_mels)
+    second = tiny_en.backbone.encode(second[None]).pooled[0].numpy()  # the second window alone
+    assert_close_fp16(features[:, first_steps:], second[:, : record.n_steps - first_steps])
     # in-memory audio through clip_features gives the same, batched with a short clip
     short, long_ = clip_features(tiny_en, [decoded(pick(drum_clips(), 1)[0]), samples], batch_size=2)
     assert long_.shape == features.shape and short.shape[1] >= 1

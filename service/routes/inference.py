@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from fastapi import Request
 
+from tagger import AudioJob, TagResult
 from tagger.audio import AudioError
 from tagger.labels import LabelSet
-from tagger import AudioJob, TagResult
 from tagger.tagging import steps_per_window
 
 from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped

@@ -54,9 +54,9 @@ from tqdm import tqdm
 from whisper.audio import HOP_LENGTH
 
 from ..audio import SAMPLE_RATE, AudioError, EmptyAudioError, load_audio
-from ..backbone import FRAMES_PER_STEP, POOL_FRAMES, STEPS_PER_SECOND, STEPS_PER_WINDOW
-from ..onepass import AudioJob, pooled_features
+from ..backbone import POOL_FRAMES, STEPS_PER_SECOND
 from ..labels import LabelSet, audioset
+from ..onepass import AudioJob, pooled_features
 from . import distributed
 from .datasets import Clip, label_indices
 
