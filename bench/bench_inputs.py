@@ -81,14 +81,15 @@ def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
 
 
-def fetch_packages(cache: Path) -> dict[str, dict]:
-    """apt-get download + dpkg -x each package into ``cache``; returns {package: {version, root}}."""
+def fetch_packages(cache: Path, packages: dict[str, str] | None = None) -> dict[str, dict]:
+    """apt-get download + dpkg -x each package (default: PACKAGES, {name: pinned version}) into
+    ``cache``; returns {package: {version, root}}."""
     debs, trees = cache / "debs", cache / "tree"
     debs.mkdir(parents=True, exist_ok=True)
     trees.mkdir(parents=True, exist_ok=True)
     found: dict[str, dict] = {}
     updated = False
-    for package, version in PACKAGES.items():
+    for package, version in (PACKAGES if packages is None else packages).items():
         tree = trees / package
         stamp = tree / ".earmark-bench-version"
         if stamp.is_file():

@@ -5,8 +5,9 @@ What it measures (same weights, same audio, same threads, every system in its ow
 1. Wall time per input (10 s, 30 s, 10 min of real recordings, bench/bench_inputs.py) of
    Earmark transcript only, Earmark transcript + tags (joint, one encoder pass), Earmark in two
    passes (transcribe, then tag in a second call), the original Whisper-AT code
-   (``whisper-at`` 0.5, ``transcribe(at_time_res=10)``) and faster-whisper (transcript only,
-   int8 and float32). The runs are interleaved: each round runs every system once, in an order
+   (``whisper-at`` 0.5, ``transcribe(at_time_res=10)``) and faster-whisper (transcript only:
+   ``WhisperModel.transcribe`` in int8 and float32, and ``BatchedInferencePipeline`` in int8 with
+   batch_size 8 and its own VAD). The runs are interleaved: each round runs every system once, in an order
    that rotates from round to round. Reported: median, min-max, and ratios computed pair by pair
    within each round (median and min-max of the per-round ratios).
 2. Agreement of the tag probabilities with Whisper-AT's, on the same windows and the same head.
@@ -15,6 +16,9 @@ What it measures (same weights, same audio, same threads, every system in its ow
 5. "Where the time goes" in one joint request (decode, log-mel, encoder, head, decoder).
 6. The HTTP service under loopback load at concurrency 1, 4, 16 (quick: 1, 4), micro-batching on and off
    (bench/bench_service.py's server and load generator).
+7. Words on non-speech (bench/bench_nonspeech.py): the share of real non-speech clips each system
+   writes words for, and its slowest clip. Full mode only (its clips come from Debian packages),
+   unless ``--nonspeech-clips N``; ``--nonspeech-json FILE`` puts a separate run's results in.
 
 Modes: ``--mode quick`` (CI smoke: tiny.en, one run, the inputs made from tests/fixtures, no
 network; a couple of minutes) writes bench/results/benchmarks-quick.md; ``--mode full`` (base,
@@ -63,7 +67,8 @@ FLOOR_AGREEMENT = 1e-3  # largest difference of a tag probability on the same wi
 FLOOR_OVERHEAD = 1.05  # transcript + tags against transcript only (goal 1.01)
 GOAL_OVERHEAD = 1.01
 
-SECTIONS = ("systems", "overhead", "encoder", "memory", "profile", "server")
+SECTIONS = ("systems", "overhead", "encoder", "memory", "profile", "server", "nonspeech")
+FW_BATCH = 8  # faster-whisper's BatchedInferencePipeline batch_size
 REQUEST_TIMEOUT = 3 * 3600.0
 
 
@@ -140,6 +145,15 @@ class Worker:
         except OSError:
             return ""
 
+    def kill(self) -> None:
+        """End a worker that does not answer (no final memory reading)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+        if getattr(self, "_log", None):
+            self._log.close()
+        self._buffer = b""
+
     def close(self) -> dict:
         final = {}
         if self.process is not None and self.process.poll() is None:
@@ -215,6 +229,10 @@ def load_average() -> str:
 # --------------------------------------------------------------------------- the systems
 
 
+def batched_label(compute_type: str) -> str:
+    return f"faster-whisper {compute_type} batched (batch {FW_BATCH} + its VAD), transcript only"
+
+
 def plan_systems(args, head_file: Path, low: bool, at_root: Path | None, ct2: Path | None, workdir: Path) -> tuple[dict, list, dict]:
     """Workers to start and the candidates each round runs: (workers, candidates, notes)."""
     env = worker_env(args.threads)
@@ -244,13 +262,15 @@ def plan_systems(args, head_file: Path, low: bool, at_root: Path | None, ct2: Pa
             notes["faster-whisper"] = problem
         else:
             types = ("int8", "float32") if args.device == "cpu" else ("int8_float16", "float16")
-            for compute_type in types:
-                key = f"faster-whisper-{compute_type}"
+            # (key, compute type, batch size, label): sequential in both types, batched in the first
+            plans = [(f"faster-whisper-{t}", t, 0, f"faster-whisper {t}, transcript only") for t in types]
+            plans.insert(1, (f"faster-whisper-{types[0]}-batched", types[0], FW_BATCH, batched_label(types[0])))
+            for key, compute_type, batch, label in plans:
                 command = [str(bench_peers.peer_python("faster-whisper")), str(BENCH / "worker_faster_whisper.py"),
-                           "--model-dir", str(ct2), "--compute-type", compute_type, "--device",
-                           args.device.split(":")[0], "--threads", str(args.threads)]
+                           "--model-dir", str(ct2), "--compute-type", compute_type, "--batch-size", str(batch),
+                           "--device", args.device.split(":")[0], "--threads", str(args.threads)]
                 workers[key] = Worker(key, command, env, workdir / f"worker-{key}.log")
-                candidates.append((f"faster-whisper {compute_type}, transcript only", key, {}))
+                candidates.append((label, key, {}))
     return workers, candidates, notes
 
 
@@ -303,11 +323,26 @@ PAIRS = [
      "Earmark's speed-up over the original code (floor ≥ 1.3 on 10 min)"),
     ("Whisper-AT 0.5 (original code), transcript + tags", "Earmark transcript only",
      "original joint code against Earmark transcript only"),
-    ("Earmark transcript + tags", "faster-whisper int8, transcript only", "Earmark joint against faster-whisper int8"),
+    ("Earmark transcript + tags", "Whisper-AT 0.5 (original code), transcript + tags",
+     "Earmark joint against the original Whisper-AT code"),
+    ("Earmark transcript + tags", "faster-whisper int8, transcript only", "Earmark joint against faster-whisper int8 (sequential)"),
+    ("Earmark transcript + tags", batched_label("int8"), "Earmark joint against faster-whisper int8 batched"),
+    (batched_label("int8"), "faster-whisper int8, transcript only", "faster-whisper batched against sequential"),
     ("Earmark transcript + tags", "faster-whisper float32, transcript only", "Earmark joint against faster-whisper float32"),
     ("Earmark transcript only", "faster-whisper float32, transcript only", "Earmark transcript against faster-whisper float32"),
     ("Earmark transcript + tags", "faster-whisper float16, transcript only", "Earmark joint against faster-whisper float16"),
     ("Earmark transcript + tags", "faster-whisper int8_float16, transcript only", "Earmark joint against faster-whisper int8_float16"),
+    ("Earmark transcript + tags", batched_label("int8_float16"), "Earmark joint against faster-whisper int8_float16 batched"),
+    (batched_label("int8_float16"), "faster-whisper int8_float16, transcript only", "faster-whisper batched against sequential"),
+]
+
+# Earmark joint against each peer, one column each in the summary table: (label, column heading)
+PEERS_FOR_JOINT = [
+    ("faster-whisper int8, transcript only", "faster-whisper int8 sequential"),
+    (batched_label("int8"), f"faster-whisper int8 batched (batch {FW_BATCH})"),
+    ("faster-whisper int8_float16, transcript only", "faster-whisper int8_float16 sequential"),
+    (batched_label("int8_float16"), f"faster-whisper int8_float16 batched (batch {FW_BATCH})"),
+    ("Whisper-AT 0.5 (original code), transcript + tags", "Whisper-AT 0.5 (original code)"),
 ]
 
 
@@ -565,7 +600,11 @@ def render_section(report: dict, heading: str) -> str:
                 "the same decoded 16 kHz samples, so file decoding is not timed (the profile below times it). "
                 "Decoding settings are the same everywhere: language given, greedy at temperature 0 with fallback "
                 "over 0.2 … 1.0 (best of 5), the usual compression-ratio, log-prob and no-speech thresholds, "
-                "conditioning on previous text, no VAD, no word timestamps. "
+                "conditioning on previous text, no VAD, no word timestamps. The one exception is faster-whisper's "
+                f"`BatchedInferencePipeline` (batch_size {FW_BATCH}, greedy, the same weights and threads), which "
+                "works as its documentation shows: it always runs its Silero VAD, cuts the speech it finds into "
+                "chunks of up to 30 s and decodes them in batches, at temperature 0 only (no fallback) and without "
+                "conditioning on previous text; its VAD is part of its time. "
                 "Encoder windows: 30 s windows encoded (fallback re-encodes included); decoder calls: decodes of a window "
                 "(fallback retries in parentheses). WER: against the transcripts of the speech in the file (sound "
                 "passages have none), normalised as openai-whisper's English normaliser does."), ""]
@@ -592,6 +631,14 @@ def render_section(report: dict, heading: str) -> str:
                     [f"{p['top']} / {p['bottom']}", f"{p['median']:.3f}", f"{p['min']:.3f}–{p['max']:.3f}", p["meaning"]]
                     for p in block["pairs"]]))
                 out.append("")
+        summary_rows, columns = joint_against_peers(systems)
+        if summary_rows:
+            out += ["#### Earmark transcript + tags against each peer", "",
+                    ("Earmark's time for transcript + tags divided by the peer's time on the same input, round by "
+                     "round (median, min–max in parentheses): below 1 Earmark is faster. faster-whisper gives a "
+                     "transcript only, Whisper-AT a transcript and tags."), ""]
+            out.append(md_table(["input", *columns], summary_rows))
+            out.append("")
 
     paired = report.get("overhead")
     if paired:
@@ -684,11 +731,31 @@ def render_section(report: dict, heading: str) -> str:
             out += ["", md_table(["concurrency", "throughput on / off", "p50 on / off", "p95 on / off"], pairs)]
         out.append("")
 
+    if report.get("nonspeech"):
+        import bench_nonspeech
+
+        out.append(bench_nonspeech.render(report["nonspeech"]))
+
     if report.get("explanations"):
         out += ["### Reading the numbers", ""]
         out += [f"- {line}" for line in report["explanations"]]
         out.append("")
     return "\n".join(out)
+
+
+def joint_against_peers(systems: dict) -> tuple[list[list[str]], list[str]]:
+    """Rows (one per input) of Earmark joint / peer, per-round median and min-max; the column headings."""
+    present = [(label, heading) for label, heading in PEERS_FOR_JOINT
+               if any(label in block["systems"] for block in systems.values())]
+    rows = []
+    for name, block in systems.items():
+        row = [name]
+        for label, _ in present:
+            pair = next((p for p in block.get("pairs", []) if p["top"] == "Earmark transcript + tags"
+                         and p["bottom"] == label), None)
+            row.append("n/a" if pair is None else f"{pair['median']:.2f} ({pair['min']:.2f}–{pair['max']:.2f})")
+        rows.append(row)
+    return (rows if present else []), [heading for _, heading in present]
 
 
 def explanations(report: dict) -> list[str]:
@@ -703,9 +770,10 @@ def explanations(report: dict) -> list[str]:
         if joint and at and joint["runs"] and at["runs"]:
             ej, wa = joint["runs"][-1], at["runs"][-1]
             lines.append(
-                f"Work done on the {name} input: Earmark encoded {ej.get('encoder_windows')} windows once each and "
-                f"decoded {ej.get('decode_calls')} times ({ej.get('fallback_decodes')} temperature-fallback retries, "
-                f"which reuse the encoded window). Whisper-AT ran its encoder {wa.get('encoder_calls')} times for "
+                f"Work done on the {name} input: Earmark encoded {ej.get('encoder_windows')} windows once each"
+                + (f" and decoded {ej.get('decode_calls')} times ({ej.get('fallback_decodes')} temperature-fallback "
+                   "retries, which reuse the encoded window)" if ej.get("decode_calls") is not None else "")
+                + f". Whisper-AT ran its encoder {wa.get('encoder_calls')} times for "
                 f"{wa.get('windows_decoded')} windows: it moves its 30 s window to the last timestamp of the previous "
                 f"one (so windows overlap and there are more of them) and re-runs the encoder on every fallback "
                 f"({wa.get('fallback_decodes')} here).")
@@ -735,6 +803,21 @@ def explanations(report: dict) -> list[str]:
                     + " and computes only the logits it needs; Earmark runs openai-whisper's PyTorch modules one "
                     "token at a time from Python (its own loop, the vocabulary screened in int8). faster-whisper "
                     "gives no sound tags.")
+        for label in (batched_label("int8"), batched_label("int8_float16")):
+            fw = per.get(label)
+            if not (fw and joint and fw["runs"]):
+                continue
+            last = fw["runs"][-1]
+            after_vad = last.get("seconds_after_vad")
+            lines.append(
+                f"faster-whisper's batched pipeline on the {name} input: {fw['stats']['median']:.2f} s against "
+                f"{joint['stats']['median']:.2f} s for Earmark joint"
+                + (f", WER {fw['wer'] * 100:.1f} % against {joint['wer'] * 100:.1f} %"
+                   if fw.get("wer") is not None and joint.get("wer") is not None else "")
+                + (f". Its VAD kept {after_vad:.0f} s of the {systems[name]['seconds']:.0f} s" if after_vad is not None else "")
+                + f", which it encoded as {last.get('encoder_windows', 'n/a')} chunks of up to 30 s in "
+                f"{last.get('encoder_calls', 'n/a')} encoder calls of up to {FW_BATCH}, decoding a whole batch at "
+                "once without fallback or conditioning on previous text.")
     encoder = report.get("encoder") or {}
     e1, e8, wa = (encoder.get("Earmark encoder, batch 1"), encoder.get("Earmark encoder, batch 8 (per window)"),
                   encoder.get("Whisper-AT encoder (no SDPA), batch 1"))
@@ -802,6 +885,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=None, help="requests per server run (quick: max(4, c); full: max(32, 4c))")
     parser.add_argument("--concurrency", type=int, nargs="*", default=None, help="quick: 1 4; full: 1 4 16")
     parser.add_argument("--server-max-seconds", type=float, default=900.0)
+    parser.add_argument("--nonspeech-clips", type=int, default=None,
+                        help="words on non-speech on this many clips (full: all; quick: skipped unless given)")
+    parser.add_argument("--nonspeech-json", default=None,
+                        help="put the results of a bench/bench_nonspeech.py run in, instead of measuring")
     parser.add_argument("--profile-runs", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None, help="the Markdown file (quick: bench/results/benchmarks-quick.md)")
     parser.add_argument("--check-floors", action="store_true", help="exit 1 when a binding floor fails")
@@ -816,6 +903,8 @@ def parse_args() -> argparse.Namespace:
     args.overhead_pairs = args.overhead_pairs or (1 if quick else 6)
     args.threads = args.threads or os.cpu_count() or 1
     args.concurrency = args.concurrency or ([1, 4] if quick else [1, 4, 16])
+    if quick and args.nonspeech_clips is None and "nonspeech" not in args.skip:
+        args.skip.append("nonspeech")  # its clips come from Debian packages; quick mode stays offline
     if args.requests is None and not quick:
         args.requests = 32
     args.output = args.output or (ROOT / "docs" / "benchmarks.md" if not quick else ROOT / "bench" / "results" / "benchmarks-quick.md")
@@ -935,6 +1024,14 @@ def main() -> None:
         if "server" not in args.skip:
             clip = all_inputs.get("10s") or min(all_inputs.values(), key=lambda p: bench_inputs.manifest(p)["seconds"])
             report["server"] = run_server(args, clip, head_file, workdir)
+    if args.nonspeech_json:
+        report["nonspeech"] = json.loads(Path(args.nonspeech_json).read_text())
+    elif "nonspeech" not in args.skip:
+        import bench_nonspeech
+
+        log("words on non-speech")
+        report["nonspeech"] = bench_nonspeech.measure(args.model, args.device, args.threads, args.nonspeech_clips,
+                                                      args.language)
     report["load_after"] = load_average()
     report["floors"] = floors(report)
     report["explanations"] = explanations(report)

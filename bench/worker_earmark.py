@@ -34,6 +34,7 @@ class EarmarkWorker:
         self.encoder_windows = 0
         self.decode_calls = 0
         self.fallbacks = 0
+        self.counts_decodes = False
 
     # ------------------------------------------------------------------ setup
 
@@ -55,14 +56,16 @@ class EarmarkWorker:
             self.encoder_windows += int(inputs[0].shape[0])
 
         self.model.whisper.encoder.register_forward_pre_hook(count_encoder)
-        original_decode = tagger.decoding.decode
+        original_decode = getattr(tagger.decoding, "decode", None)
+        self.counts_decodes = original_decode is not None  # a decoder without that function: not counted
 
         def counted_decode(model, features, options, **kwargs):
             self.decode_calls += 1
             self.fallbacks += options.temperature > 0
             return original_decode(model, features, options, **kwargs)
 
-        tagger.decoding.decode = counted_decode
+        if self.counts_decodes:
+            tagger.decoding.decode = counted_decode
         return {"versions": {"torch": torch.__version__, "openai-whisper": whisper.__version__,
                              "earmark": getattr(tagger, "__version__", "?")},
                 "threads": torch.get_num_threads(), "device": str(self.model.device),
@@ -71,7 +74,8 @@ class EarmarkWorker:
 
     def _counters(self) -> dict:
         counters = {"encoder_calls": self.encoder_calls, "encoder_windows": self.encoder_windows,
-                    "decode_calls": self.decode_calls, "fallback_decodes": self.fallbacks}
+                    "decode_calls": self.decode_calls if self.counts_decodes else None,
+                    "fallback_decodes": self.fallbacks if self.counts_decodes else None}
         self.encoder_calls = self.encoder_windows = self.decode_calls = self.fallbacks = 0
         return counters
 
@@ -122,10 +126,10 @@ class EarmarkWorker:
         """The encoder alone on ``batch`` copies of the input's first 30 s window, ``repeat`` times."""
         import torch
 
-        from tagger.backbone import log_mel
+        from tagger.mel import log_mel
 
         audio = common.read_wav(request["audio"])[: 30 * common.SAMPLE_RATE]
-        mel = log_mel(torch.from_numpy(audio.copy()), self.model.whisper.dims.n_mels, self.model.device).windows(0, 1)
+        mel = log_mel(torch.from_numpy(audio.copy()), self.model.whisper.dims.n_mels, self.model.device)[None]
         batch = mel.repeat(int(request.get("batch", 1)), 1, 1)
         times = []
         for _ in range(int(request.get("repeat", 1))):
@@ -139,9 +143,9 @@ class EarmarkWorker:
 
     def profile(self, request: dict) -> dict:
         """One joint request from the file's bytes, with the time of each stage."""
-        from tagger import pipeline
+        from tagger import onepass, pipeline
         from tagger.backbone import Backbone
-        from tagger.decoding import WindowDecoder
+        from tagger.decoding import Decoder
         from tagger.tagging import TagStream
 
         spent: dict[str, float] = defaultdict(float)
@@ -160,13 +164,12 @@ class EarmarkWorker:
 
         patches = [
             (pipeline, "load_audio", "decode (PyAV, resample)"),
-            (pipeline, "log_mel", "log-mel"),
-            (pipeline, "frame_loudness", "loudness check"),
-            (pipeline, "detect_language_from_features", "language detection"),
+            (onepass, "plan_windows", "window planning (voice-activity detector)"),
+            (onepass, "log_mel", "log-mel"),
             (Backbone, "encode", "encoder (incl. block capture + 0.4 s pooling)"),
             (TagStream, "add", "tagging head"),
             (TagStream, "finish", "tagging head"),
-            (WindowDecoder, "add_window", "decoder (incl. fallback)"),
+            (Decoder, "add", "decoder (incl. language detection, fallback)"),
         ]
         saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
         for owner, name, stage in patches:
@@ -192,7 +195,9 @@ class EarmarkWorker:
 def main() -> None:
     parser = common.command_line(__doc__)
     parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--head", default=None, help="a head checkpoint (official .pth or Earmark .safetensors)")
+    parser.add_argument("--head", default=None,
+                        help="a head checkpoint (official .pth or Earmark .safetensors), 'auto' (the bundled default "
+                             "head), or none (the default)")
     parser.add_argument("--mode", default="joint", choices=MODES)
     args = parser.parse_args()
     worker = EarmarkWorker(args)
