@@ -3,8 +3,9 @@
 The clips are real recordings from Debian packages that the default tagging heads' corpus
 (tagger/corpus/sources.csv) does not use: sound effects and foley from games, system sounds,
 and instrumental game and on-hold music. Each clip is 2-30 s: a file as it is when it is that
-long (leading and trailing digital silence cut), else one excerpt at a seeded place. Files with a
-voice in them (by their name or their package's documentation) are left out. Every clip is
+long (leading and trailing digital silence cut), else one excerpt at a seeded place. The files
+are chosen by folder and name so that none holds a voice (no voice samples, no songs: of the
+on-hold music only the three Macroform pieces). Every clip is
 brought to the same RMS level (a gain only) and faded in and out over 50 ms. The set is built
 once into the benchmark cache, with a manifest: package, version, file, licence, excerpt, sha256.
 
@@ -21,7 +22,7 @@ A clip "gets words" when its text still holds a letter or a digit once punctuati
 (such as the note sign) and white space are taken out. Reported per system: the share of clips
 with words (all, effects, music), the share with any output at all, and the per-clip times
 (median, the slowest clip, total). Each clip is run once per system; the order of the systems
-rotates from clip to clip. A run that takes longer than 60 s + 10 s per second of audio
+rotates from clip to clip. A run that takes longer than 120 s + 10 s per second of audio
 (``--clip-timeout`` sets one limit for all clips) is stopped: its worker is ended and started
 again, and the clip counts as timed out for that system (neither with nor without words).
 
@@ -118,7 +119,7 @@ SOURCES = [
            "game music"),
     Source("a7xpg-data", "usr/share/games/a7xpg/sounds/bgm*.ogg", "music", "BSD-2-Clause", "game music"),
     Source("funnyboat", "usr/share/games/funnyboat/data/JDruid-*.ogg", "music", "Expat", "game music"),
-    # the three instrumental pieces; the package's other two (a ccMixter and a Jamendo song) are left out
+    # the three Macroform pieces; the package's other two tracks (from ccMixter and Jamendo) may carry vocals
     Source("asterisk-moh-opsound-wav", "usr/share/asterisk/moh/macroform-*.wav", "music", "CC-BY-SA-3.0",
            "music on hold (Macroform)"),
 ]
@@ -264,7 +265,7 @@ def plan_workers(model: str, device: str, threads: int, workdir: Path) -> tuple[
 
 
 def clip_timeout(seconds: float, fixed: float | None = None) -> float:
-    return fixed if fixed else 60.0 + 10.0 * seconds
+    return fixed if fixed else 120.0 + 10.0 * seconds
 
 
 def measure(model: str, device: str = "cpu", threads: int | None = None, limit: int | None = None,
@@ -364,6 +365,10 @@ def render(report: dict, level: str = "###") -> str:
             "words. Earmark runs through `tagger.load_model(model)` (the bundled default head) and "
             "`transcribe(samples, language=\"en\")` with `tags=False` and `tags=True`; faster-whisper is int8 "
             "with the same weights; its batched pipeline always runs its Silero VAD."), ""]
+    versions = "; ".join(f"{key}: " + ", ".join(f"{k} {v}" for k, v in pins.items())
+                         for key, pins in report.get("versions", {}).items() if pins)
+    if versions:
+        out += [f"Versions: {versions}.", ""]
     for name, note in report.get("notes", {}).items():
         out.append(f"- **{name} left out**: {note}")
     if report.get("notes"):
@@ -381,7 +386,7 @@ def render(report: dict, level: str = "###") -> str:
                      f"{s['total_seconds']:.1f}"])
     out.append(md_table(["system", "clips with words", "share", *[f"{k} clips with words" for k in kinds],
                          "any output", "timed out", "median s per clip", "slowest clip s", "total s"], rows))
-    limit = f"{report['clip_timeout']:.0f} s" if report.get("clip_timeout") else "60 s + 10 s per second of audio"
+    limit = f"{report['clip_timeout']:.0f} s" if report.get("clip_timeout") else "120 s + 10 s per second of audio"
     out += ["", (f"Timed out: no answer within {limit} (the run was stopped; the clip counts neither with nor without "
                  "words, and its time is the limit). Slowest clip: the clip's id in the manifest and its length.")]
     out += ["", ("The clip set (16 kHz mono WAV, each brought to the same RMS level; the manifest lists every "
@@ -407,7 +412,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="rebuild the clip set")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON")
     parser.add_argument("--clip-timeout", type=float, default=None,
-                        help="stop a run after this many seconds (default: 60 s + 10 s per second of audio)")
+                        help="stop a run after this many seconds (default: 120 s + 10 s per second of audio)")
     return parser.parse_args()
 
 

@@ -5,7 +5,8 @@ It loads Earmark's converted checkpoint (``--checkpoint``, the same weights ever
 runs) with ``whisper.load_model(PATH)`` and calls ``model.transcribe(audio, ...)`` with the
 settings of the other workers: language given, greedy at temperature 0 with fallback over
 0.2 ... 1.0 (best_of 5), the default compression-ratio / log-prob / no-speech thresholds,
-conditioning on previous text, no word timestamps.
+conditioning on previous text, no word timestamps. Torch's random generator is seeded before each
+run (``seed``, default 0), so that the samples of a temperature fallback are the same every time.
 
 By hand: .venv/bin/python bench/worker_openai_whisper.py --checkpoint FILE.pt --loop 3 --audio FILE
 """
@@ -43,8 +44,11 @@ class OpenAIWhisperWorker:
                 "threads": torch.get_num_threads(), "device": str(self.model.device)}
 
     def run(self, request: dict) -> dict:
+        import torch
+
         audio = common.read_wav(request["audio"])
         self.encoder_calls = 0
+        torch.manual_seed(int(request.get("seed", 0)))  # the fallback samples: the same on every run of a clip
         self.sync()
         start = time.perf_counter()
         result = self.model.transcribe(audio, language=request.get("language") or None, best_of=5,
