@@ -600,12 +600,14 @@ def render_section(report: dict, heading: str) -> str:
                 "the same decoded 16 kHz samples, so file decoding is not timed (the profile below times it). "
                 "Decoding settings are the same everywhere: language given, greedy at temperature 0 with fallback "
                 "over 0.2 … 1.0 (best of 5), the usual compression-ratio, log-prob and no-speech thresholds, "
-                "conditioning on previous text, no VAD, no word timestamps. faster-whisper's "
+                "conditioning on previous text, no word timestamps. Earmark plans its windows with its voice-activity "
+                "detector (cuts in pauses, windows without speech not decoded) as it always does; faster-whisper "
+                "sequential and Whisper-AT run without VAD. faster-whisper's "
                 f"`BatchedInferencePipeline` (batch_size {FW_BATCH}, greedy, the same weights and threads) "
                 "works as its documentation shows: it always runs its Silero VAD, cuts the speech it finds into "
                 "chunks of up to 30 s and decodes them in batches, at temperature 0 only (no fallback) and without "
                 "conditioning on previous text; its VAD is part of its time. "
-                "Encoder windows: 30 s windows encoded (fallback re-encodes included); decoder calls: decodes of a window "
+                "Encoder windows: windows of up to 30 s encoded (fallback re-encodes included); decoder calls: decodes of a window "
                 "(fallback retries in parentheses). WER: against the transcripts of the speech in the file (sound "
                 "passages have none), normalised as openai-whisper's English normaliser does."), ""]
         for name, block in systems.items():
@@ -778,20 +780,14 @@ def explanations(report: dict) -> list[str]:
                 f"one (so windows overlap and there are more of them) and re-runs the encoder on every fallback "
                 f"({wa.get('fallback_decodes')} here).")
             lines.append(
-                "Why Earmark's decoder is faster than Whisper-AT's (both run openai-whisper's decoder modules on the "
-                "same weights, and the greedy tokens are the same): on a CPU a decoding step is bound by memory "
-                "traffic. openai-whisper's loop projects every step onto the whole vocabulary in float32 (tiny: an "
-                "80 MB matrix read per token, half the step) and grows its key/value cache by concatenation; "
-                "Earmark's loop screens the vocabulary with an int8 copy of that matrix, recomputes in float32 every "
-                "token a proven error bound cannot rule out, keeps keys and values in buffers allocated once, lets "
-                "a best-of-5 fallback group share the window's cross-attention keys and values, and stops "
-                "computing samples that have ended.")
+                "Why Earmark is faster than Whisper-AT: its text decoder is CTranslate2's (int8 on a CPU), fed the "
+                "torch encoder's output, so no window is encoded twice; windows without speech are not decoded.")
             if joint.get("wer") is not None and at.get("wer") is not None and joint["wer"] > at["wer"] + 0.005:
                 lines.append(
                     f"Transcript quality on the {name} input: WER {joint['wer'] * 100:.1f} % for Earmark against "
-                    f"{at['wer'] * 100:.1f} % for Whisper-AT (openai-whisper's seeking). Earmark cuts the audio into "
-                    "fixed 30 s windows, so a word that straddles a boundary is split or lost; openai-whisper and "
-                    "Whisper-AT restart the next window at the last timestamp instead, at the price of more windows.")
+                    f"{at['wer'] * 100:.1f} % for Whisper-AT (openai-whisper's seeking). Earmark encodes each "
+                    "sample once, in windows cut at pauses; openai-whisper and Whisper-AT restart the next window at "
+                    "the last timestamp instead, at the price of more windows.")
         for label in ("faster-whisper int8, transcript only", "faster-whisper float32, transcript only",
                       "faster-whisper float16, transcript only", "faster-whisper int8_float16, transcript only"):
             fw = per.get(label)

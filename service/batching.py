@@ -10,11 +10,13 @@ The worker keeps up to ``max_batch_size`` jobs active. Each step it takes window
 jobs in turn (round-robin, each job's next windows in order) until the batch holds
 ``max_batch_size`` windows, waiting up to ``max_wait`` seconds for other requests when it has
 fewer; runs the encoder once over the whole batch (``tagger.encode_step``); then hands each job its
-slice, which goes through the tagging head at once. Text decoding never runs on this thread: a
-job's encoded windows go to the text-decoding threads (``decoder_threads``), one task per job at a
-time, and the CTranslate2 decoder interleaves the calls of concurrent jobs. A job whose client
-left or whose deadline passed is dropped before its next window is encoded or decoded, and its
-decoding stops between attempts.
+slice, which goes through the tagging head at once. Text decoding never runs on this thread: the
+encoded windows wait for the text-decoding thread, which takes waiting windows of every request in
+turn (several per request when no window is the next one's prompt, else one) up to
+``decode_batch_size`` and decodes them in one CTranslate2 call (``tagger.decode_together``); each
+request then finishes its own windows (fallback, word timestamps). A job whose client left or whose
+deadline passed is dropped before its next window is encoded or decoded, and its decoding stops
+between attempts.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from tagger import AudioJob, EarmarkModel, Slice, encode_step, load_model
+from tagger import AudioJob, EarmarkModel, Share, Slice, decode_together, encode_step, load_model
 from tagger.audio import SAMPLE_RATE
 
 from .metrics import Metrics
@@ -70,7 +72,6 @@ class Work:
     loop: asyncio.AbstractEventLoop
     request_id: str | None = None  # for the worker's log lines
     abandoned: bool = False  # set by the request side: drop it, nobody waits for it
-    decoding: bool = False  # a text-decoding task of this job is queued or running
     failed: bool = False
     finished: bool = False
 
@@ -113,9 +114,11 @@ class Batcher:
     """A bounded queue feeding one worker thread that batches encoder windows across requests."""
 
     def __init__(self, model: EarmarkModel, *, max_batch_size: int, max_wait: float, queue_size: int,
-                 metrics: Metrics, decoder_threads: int = 2):
+                 metrics: Metrics, decode_batch_size: int = 16):
         self.model = model
-        self._decoders = ThreadPoolExecutor(max_workers=decoder_threads, thread_name_prefix="earmark-text")
+        self.decode_batch_size = decode_batch_size
+        self._decoding: list[Work] = []  # jobs with windows waiting for the text decoder, or still being encoded
+        self._text_thread = threading.Thread(target=self._decode_loop, name="earmark-text", daemon=True)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.queue_size = queue_size
@@ -165,7 +168,7 @@ class Batcher:
             self._reserved -= 1
             self._pending.append(work)
             self.metrics.queue_depth.set(self.depth)
-            self._cond.notify()
+            self._cond.notify_all()  # the batching worker and the text-decoding thread share this condition
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -193,6 +196,7 @@ class Batcher:
 
     def start(self) -> None:
         self._thread.start()
+        self._text_thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -200,11 +204,12 @@ class Batcher:
             pending = list(self._pending)
             self._pending.clear()
             self._cond.notify_all()
-        for work in pending:
+        for work in pending + self._decoding:
             work.settle(error=Stopped("the server is shutting down"))
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._decoders.shutdown(wait=False, cancel_futures=True)
+        if self._text_thread.is_alive():
+            self._text_thread.join(timeout)
 
     # --- the worker thread -------------------------------------------------------------------
 
@@ -306,38 +311,75 @@ class Batcher:
             self._schedule_decoding(work)
 
     def _schedule_decoding(self, work: Work) -> None:
-        """Start a decoding task for the job unless one is running; settle it when all is done."""
+        """Hand the job's encoded windows to the text-decoding thread, or settle it when all is done."""
+        if work.job.decoded_all:
+            self._finish(work)
+            return
         with self._cond:
-            if work.decoding or work.failed or work.finished:
-                return
-            work.finished = work.job.decoded_all
-            if not work.finished and not work.job.undecoded:
-                return
-            work.decoding = not work.finished
-        if work.finished:
-            try:
-                work.settle(result=work.job.result())
-            except Exception as error:
-                self._fail(work, error)
-        else:
-            self._decoders.submit(self._decode, work)
+            if work not in self._decoding:
+                self._decoding.append(work)
+            self._cond.notify_all()
 
-    def _decode(self, work: Work) -> None:
-        try:
-            if work.stopped():
-                if not work.abandoned:
-                    self.metrics.dropped.labels("deadline").inc()
-                    work.settle(error=DeadlineExceeded())
-                work.failed = True
+    def _finish(self, work: Work) -> None:
+        with self._cond:
+            if work.finished or work.failed:
                 return
-            work.job.decode(stop=work.stopped, limit=self.model.decode_batch_size)
-        except Exception as error:
+            work.finished = True
+        try:
+            work.settle(result=work.job.result())
+        except Exception as error:  # noqa: BLE001 - one request's failure must not stop the others
             self._fail(work, error)
-        finally:
+
+    def _decode_loop(self) -> None:
+        """The text-decoding thread: rounds over every job with windows waiting, in turn."""
+        while True:
             with self._cond:
-                work.decoding = False
-        if not work.failed:
-            self._schedule_decoding(work)
+                while not self._stopping and not any(w.job.undecoded or w.stopped() for w in self._decoding):
+                    self._cond.wait(POLL_SECONDS)
+                if self._stopping:
+                    return
+                waiting = list(self._decoding)
+            shares, room = [], self.decode_batch_size
+            for work in waiting:
+                if work.stopped():
+                    self._drop(work)
+                elif room > 0 and work.job.undecoded:
+                    share = work.job.share(min(room, self.model.decode_batch_size), work.stopped)
+                    if share is not None:
+                        shares.append((work, share))
+                        room -= len(share.windows)
+            self._decode_round(shares)
+            for work, _ in shares:
+                if work.job.decoded_all and not work.failed:
+                    self._finish(work)
+            with self._cond:
+                self._decoding = [w for w in self._decoding if not (w.finished or w.failed)]
+
+    def _decode_round(self, shares: list[tuple[Work, Share]]) -> None:
+        """One decoding call over the shares of several jobs; when it fails, each job alone, so
+        that one request's failure fails only that request."""
+        if not shares:
+            return
+        started = time.perf_counter()
+        try:
+            decode_together([share for _, share in shares])
+        except Exception:  # noqa: BLE001
+            for work, share in shares:
+                try:
+                    decode_together([share])
+                except Exception as error:  # noqa: BLE001
+                    self._fail(work, error)
+        self.metrics.decoder_seconds.observe(time.perf_counter() - started)
+        self.metrics.decoder_windows.observe(sum(len(share.windows) for _, share in shares))
+
+    def _drop(self, work: Work) -> None:
+        with self._cond:
+            if work.failed or work.finished:
+                return
+            work.failed = True
+        if not work.abandoned:
+            self.metrics.dropped.labels("deadline").inc()
+            work.settle(error=DeadlineExceeded())
 
     def _fail(self, work: Work, error: Exception) -> None:
         log.error("decoding a request failed: %s", error, exc_info=error, extra={"request_id": work.request_id})
@@ -387,7 +429,7 @@ class Engine:
                                  tags=model.head is not None)
             batcher = Batcher(model, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000,
                               queue_size=settings.queue_size, metrics=self.metrics,
-                              decoder_threads=settings.decoder_threads)
+                              decode_batch_size=settings.decode_batch_size)
             if self._closed.is_set():
                 return
             batcher.start()

@@ -23,11 +23,15 @@ class Metrics:
                                           ["task"], buckets=RTF_BUCKETS, registry=r)
         self.queue_depth = Gauge("earmark_queue_depth", "requests admitted and waiting for the model", registry=r)
         self.active_jobs = Gauge("earmark_active_jobs", "requests the batching worker is working on", registry=r)
-        self.batch_windows = Histogram("earmark_batch_windows", "30 s windows per encoder call (micro-batch size)",
+        self.batch_windows = Histogram("earmark_batch_windows", "windows per encoder call (micro-batch size)",
                                        buckets=BATCH_BUCKETS, registry=r)
         self.batch_requests = Histogram("earmark_batch_requests", "distinct requests per encoder call",
                                         buckets=BATCH_BUCKETS, registry=r)
         self.encoder_seconds = Histogram("earmark_encoder_seconds", "time of one batched encoder call",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.decoder_windows = Histogram("earmark_decoder_windows", "windows per text-decoder round, across requests",
+                                         buckets=BATCH_BUCKETS, registry=r)
+        self.decoder_seconds = Histogram("earmark_decoder_seconds", "time of one text-decoder round",
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.rejected = Counter("earmark_rejected", "requests refused before reaching the model, by reason",
                                 ["reason"], registry=r)

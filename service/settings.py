@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a batch waits for windows of other requests")
     queue_size: int = Field(64, ge=1, description="requests admitted and waiting for the model; beyond that: 503")
     decode_threads: int = Field(2, ge=1, le=64, description="threads that decode uploads and plan their windows")
-    decoder_threads: int = Field(1, ge=1, le=64, description="threads that run the text decoder (CTranslate2) for jobs")
+    decode_batch_size: int = Field(16, ge=1, le=256, description="windows per text-decoder call, across requests")
     compute_type: str = Field("default", description="the text decoder's CTranslate2 compute type: default (int8 on "
                               "CPU, float16 on GPU), int8, int8_float16, float16, bfloat16, float32, ...")
     request_timeout: float = Field(1800.0, gt=0, description="per-request deadline in seconds, upload excluded (504 past it)")

@@ -1,7 +1,7 @@
 """Earmark: transcripts and AudioSet sound tags from one pass of a frozen Whisper encoder."""
 
 from .audio import AudioError, load_audio
-from .decoding import DecodeOptions
+from .decoding import DecodeOptions, Share, decode_together
 from .onepass import AudioJob, Slice, encode_step
 from .pipeline import EarmarkModel, load_model
 from .results import Segment, TagLabel, TagResult, TagWindow, TranscriptionResult, Word
@@ -14,6 +14,7 @@ __all__ = [
     "DecodeOptions",
     "EarmarkModel",
     "Segment",
+    "Share",
     "Slice",
     "TagLabel",
     "TagOptions",
@@ -22,6 +23,7 @@ __all__ = [
     "TranscriptionResult",
     "WindowOptions",
     "Word",
+    "decode_together",
     "encode_step",
     "load_audio",
     "load_model",

@@ -193,24 +193,34 @@ class Decoder:
         return (options.no_speech_threshold is not None and attempt.no_speech_prob > options.no_speech_threshold
                 and (options.logprob_threshold is None or attempt.avg_logprob <= options.logprob_threshold))
 
-    def _with_fallback(self, features: torch.Tensor, windows: Sequence[Window], indices: Sequence[int],
-                       languages: Sequence[str], stop: Callable[[], bool] | None) -> list[Attempt]:
-        """Decode a batch of windows at the first temperature; windows whose text fails the rules
-        are decoded again, one at a time, at the next temperatures, on the same features."""
-        view = features_view(features)
-        prompts = [self._prompt_tokens(self.tokenizer(language)) for language in languages]
-        budgets = [token_budget(w.seconds) for w in windows]
-        seeds = [self.options.seed + i for i in indices]
-        temperatures = self.options.temperatures
-        best = self._generate(view, prompts, budgets, temperatures[0], seeds)
-        for row, attempt in enumerate(best):
+    @property
+    def first_call(self) -> tuple:
+        """What the first decoding of a window depends on besides the window: decoders that agree
+        on it share one CTranslate2 call (``decode_together``)."""
+        o = self.options
+        return (o.temperatures[0], o.beam_size, o.patience, o.best_of, o.suppress_tokens)
+
+    def prepare(self, windows: Sequence[Window], indices: Sequence[int], features: torch.Tensor,
+                stop: Callable[[], bool] | None = None) -> Share:
+        """This decoder's windows for a decoding call: languages, prompts, token budgets."""
+        languages = self.languages(windows, features)
+        return Share(self, list(windows), list(indices), features, languages,
+                     [self._prompt_tokens(self.tokenizer(language)) for language in languages],
+                     [token_budget(w.seconds) for w in windows], stop)
+
+    def _fall_back(self, share: Share, first: list[Attempt]) -> list[Attempt]:
+        """Windows whose first text fails the rules are decoded again, one at a time, at the next
+        temperatures, on the same features; when none passes, the surest that does not loop is kept."""
+        best = list(first)
+        for row, attempt in enumerate(first):
             tries = [attempt]
-            for temperature in temperatures[1:]:
-                if not self._failed(tries[-1]) or (stop is not None and stop()):
+            for temperature in self.options.temperatures[1:]:
+                if not self._failed(tries[-1]) or (share.stop is not None and share.stop()):
                     break
-                tries += self._generate(features_view(features[row : row + 1]), prompts[row : row + 1],
-                                        budgets[row : row + 1], temperature, seeds[row : row + 1])
-            if self._failed(tries[-1]):  # none passed: the surest one that does not loop
+                tries += self._generate(features_view(share.features[row : row + 1]), share.prompts[row : row + 1],
+                                        share.budgets[row : row + 1], temperature,
+                                        [self.options.seed + share.indices[row]])
+            if self._failed(tries[-1]):
                 sane = [t for t in tries if options_ok(self.options, t)] or tries
                 tries.append(max(sane, key=lambda t: t.avg_logprob))
             best[row] = tries[-1]
@@ -255,21 +265,21 @@ class Decoder:
         """Decode windows ``indices`` (encoded ``features`` [B, 1500, D]); batched when no window
         is the next one's prompt, else one after another. ``stop``: checked between attempts."""
         if self.options.batched:
-            return self._add_batch(windows, indices, features, stop)
+            return decode_together([self.prepare(windows, indices, features, stop)])[0]
         added = []
         for row, (window, index) in enumerate(zip(windows, indices)):
             if stop is not None and stop():
                 break
-            added += self._add_batch([window], [index], features[row : row + 1], stop)
+            added += decode_together([self.prepare([window], [index], features[row : row + 1], stop)])[0]
         return added
 
-    def _add_batch(self, windows: Sequence[Window], indices: Sequence[int], features: torch.Tensor,
-                   stop: Callable[[], bool] | None) -> list[Segment]:
-        languages = self.languages(windows, features)
-        attempts = self._with_fallback(features, windows, indices, languages, stop)
+    def finish(self, share: Share, first: list[Attempt]) -> list[Segment]:
+        """Fallback, continuation, segments and word timestamps of a share whose first decoding is done."""
+        windows, features, languages = share.windows, share.features, share.languages
+        attempts = self._fall_back(share, first)
         self._continue_unfinished(features, windows, languages, attempts)
         pieces: list[list[dict]] = []
-        for window, index, language, attempt in zip(windows, indices, languages, attempts):
+        for window, language, attempt in zip(windows, languages, attempts):
             if self._silence(attempt) or not attempt.text.strip():
                 pieces.append([])
                 continue
@@ -279,9 +289,9 @@ class Decoder:
                            for start, end, tokens in split_by_timestamps(tokenizer, attempt.tokens, window)])
         if self.options.word_timestamps and any(pieces):
             rows = [row for row, p in enumerate(pieces) if p]
-            tokenizer = self.tokenizer(languages[rows[0]])
             self._last_speech = add_word_timestamps(
-                self.model, features_view(features[rows]), tokenizer, [pieces[r] for r in rows],
+                self.model, features_view(features[rows]), [self.tokenizer(languages[r]) for r in rows],
+                [pieces[r] for r in rows],
                 [windows[r].samples // 160 for r in rows], [windows[r].offset for r in rows], self._last_speech)
         added: list[Segment] = []
         for window, attempt, window_pieces in zip(windows, attempts, pieces):
@@ -321,6 +331,41 @@ class Decoder:
                 probability = math.sqrt(probability * head_speech(segment.start, segment.end))
             segment.speech_prob = probability
             segment.no_speech = probability is not None and probability < threshold
+
+
+@dataclass
+class Share:
+    """One decoder's windows in a decoding call."""
+
+    decoder: Decoder
+    windows: list[Window]
+    indices: list[int]
+    features: torch.Tensor  # [B, 1500, D]
+    languages: list[str]
+    prompts: list[list[int]]
+    budgets: list[int]
+    stop: Callable[[], bool] | None = None
+
+
+def decode_together(shares: list[Share]) -> list[list[Segment]]:
+    """Decode the windows of several decoders (several requests) with one CTranslate2 call per
+    group of decoders that agree on the first decoding's settings; then each decoder finishes its
+    own windows (fallback, continuation, word timestamps). The new segments of each share."""
+    firsts: dict[int, list[Attempt]] = {}
+    groups: dict[tuple, list[int]] = {}
+    for number, share in enumerate(shares):
+        if share.windows:
+            groups.setdefault(share.decoder.first_call, []).append(number)
+    for numbers in groups.values():
+        group = [shares[n] for n in numbers]
+        lead = group[0].decoder
+        attempts = lead._generate(
+            features_view(torch.cat([s.features for s in group])), [p for s in group for p in s.prompts],
+            [b for s in group for b in s.budgets], lead.options.temperatures[0],
+            [lead.options.seed + group[0].indices[0]])
+        for n, share in zip(numbers, group):
+            firsts[n], attempts = attempts[: len(share.windows)], attempts[len(share.windows) :]
+    return [share.decoder.finish(share, firsts[n]) if share.windows else [] for n, share in enumerate(shares)]
 
 
 def first_segment(tokens: list[int], timestamp_begin: int) -> list[int]:
@@ -370,4 +415,5 @@ def split_by_timestamps(tokenizer: Tokenizer, tokens: list[int], window: Window
     return pieces
 
 
-__all__ = ["DecodeOptions", "Decoder", "detect_languages", "split_by_timestamps", "token_budget"]
+__all__ = ["DecodeOptions", "Decoder", "Share", "decode_together", "detect_languages", "split_by_timestamps",
+           "token_budget"]

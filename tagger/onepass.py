@@ -19,7 +19,7 @@ import torch
 
 from .audio import SAMPLE_RATE, EmptyAudioError
 from .backbone import FRAMES_PER_STEP, Backbone, Encoded
-from .decoding import DecodeOptions
+from .decoding import DecodeOptions, Share, decode_together
 from .mel import log_mel
 from .results import TagResult, TranscriptionResult
 from .tagging import TagOptions, TagStream, speech_probability, tag_segments, tag_windows
@@ -94,14 +94,28 @@ class AudioJob:
     def undecoded(self) -> int:
         return len(self._undecoded)
 
+    def share(self, limit: int | None = None, stop: Callable[[], bool] | None = None) -> Share | None:
+        """Up to ``limit`` of the windows waiting for the decoder (one when each window's text is the
+        next one's prompt), ready for ``decode_together``; None when none waits."""
+        if self.decoder is None:
+            return None
+        with self._lock:
+            count = len(self._undecoded) if limit is None else limit
+            if not self.options.batched:
+                count = min(count, 1)
+            pending, self._undecoded = self._undecoded[:count], self._undecoded[count:]
+        if not pending:
+            return None
+        indices = [i for i, _ in pending]
+        return self.decoder.prepare([self.window_list[i] for i in indices], indices,
+                                    torch.stack([f for _, f in pending]), stop)
+
     def decode(self, stop: Callable[[], bool] | None = None, limit: int | None = None) -> None:
         """Decode the windows taken so far, at most ``limit`` (``stop``: checked between windows and attempts)."""
-        with self._lock:
-            pending, self._undecoded = self._undecoded[:limit], self._undecoded[len(self._undecoded[:limit]):]
-        if pending and self.decoder is not None:
-            indices = [i for i, _ in pending]
-            self.decoder.add([self.window_list[i] for i in indices], indices,
-                             torch.stack([f for _, f in pending]), stop)
+        while (share := self.share(limit, stop)) is not None:
+            decode_together([share])
+            if limit is not None or (stop is not None and stop()):
+                break
 
     def accept(self, first: int, encoded: Encoded, decode_batch: int = 1) -> None:
         """``take``, then ``decode`` once ``decode_batch`` windows wait or all are encoded: what a
