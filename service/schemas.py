@@ -74,6 +74,8 @@ class TranscriptionForm(TagOptions):
                                                        description="segment and/or word (word: verbose_json words)")
     tags: bool | None = Field(None, description="sound tags in verbose_json (and cues in srt/vtt); default: when a head is loaded")
     multilingual: bool = Field(False, description="detect the language of every window (a recording that switches language)")
+    condition_on_previous_text: bool = Field(False, description="prompt each window with the text so far, decoding "
+                                             "windows one after another (default: in batches, without that prompt)")
     speech_gate: float | None = Field(0.5, ge=0, le=1, description="segments whose speech probability is below this "
                                       "are flagged no_speech and left out of the text; 'none' keeps all")
     stream: bool = Field(False, description="not supported; must be false")

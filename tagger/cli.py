@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--beam-size", type=int, default=None, help="beam search width (default: greedy)")
     transcribe.add_argument("--multilingual", action="store_true",
                             help="detect the language of every window (a recording that switches language)")
-    transcribe.add_argument("--batched", action="store_true",
-                            help="decode windows in batches, each without the previous text as its prompt (faster)")
+    transcribe.add_argument("--condition-on-previous-text", action="store_true",
+                            help="prompt each window with the text so far and decode windows one after another "
+                                 "(default: windows decoded in batches, without that prompt)")
     transcribe.add_argument("--speech-gate", type=gate_value, default=0.5,
                             help="leave out segments whose speech probability is below this; 'none' keeps all (default: 0.5)")
     transcribe.add_argument("--compute-type", default=os.environ.get("EARMARK_COMPUTE_TYPE", "default"),
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = model.transcribe(path, language=args.language, task=args.task, word_timestamps=args.word_timestamps,
                                           initial_prompt=args.initial_prompt, beam_size=args.beam_size,
                                           multilingual=args.multilingual, speech_gate=args.speech_gate,
-                                          condition_on_previous_text=not args.batched,
+                                          condition_on_previous_text=args.condition_on_previous_text,
                                           tags=model.head is not None, **options)
         except (AudioError, FileNotFoundError, ValueError) as error:
             print(f"earmark: {path}: {error}", file=sys.stderr)

@@ -45,7 +45,7 @@ class DecodeOptions:
     best_of: int | None = 5
     patience: float | None = None
     initial_prompt: str | None = None
-    condition_on_previous_text: bool = True
+    condition_on_previous_text: bool = False  # False: windows decoded in batches (faster; see the README)
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6

@@ -108,7 +108,7 @@ class EarmarkModel:
         exclude: Iterable[str] | None = None,
         word_timestamps: bool = False,
         initial_prompt: str | None = None,
-        condition_on_previous_text: bool = True,
+        condition_on_previous_text: bool = False,
         temperature: float | Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
         beam_size: int | None = None,
         best_of: int | None = 5,
@@ -127,8 +127,9 @@ class EarmarkModel:
         ``audio``: a path, bytes, a binary file object, or float32 16 kHz mono samples.
         Tags need a head (``load_model(..., head=...)``); ``tags=False`` skips them.
         ``multilingual=True`` detects the language of every window rather than once.
-        ``condition_on_previous_text=False`` decodes windows in batches (faster; each window is
-        decoded without the previous text as its prompt). ``speech_gate``: segments whose speech
+        ``condition_on_previous_text=False`` (the default) decodes windows in batches, each without
+        the previous window's text as its prompt; True decodes them one after another, each
+        prompted with the text so far (as openai-whisper does: slower, sometimes more accurate). ``speech_gate``: segments whose speech
         probability is below it are flagged ``no_speech`` and left out of the text (None: off).
         Sampling is seeded with ``seed`` (plus the window's index), so the same audio and settings
         always give the same result. ``options`` / ``tag_options`` replace the keywords whole.

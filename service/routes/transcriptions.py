@@ -44,6 +44,7 @@ async def transcribe(request: Request, engine: Engine, settings: Settings, metri
     wants_tags = model.head is not None and form.tags is not False and form.response_format in TAG_FORMATS
     decode = DecodeOptions(task=task, language=form.language, multilingual=form.multilingual,
                            temperature=form.temperatures, initial_prompt=form.prompt, speech_gate=form.speech_gate,
+                           condition_on_previous_text=form.condition_on_previous_text,
                            word_timestamps=form.word_timestamps and form.response_format == "verbose_json")
     tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold) if wants_tags else None
     make_job = partial(model.job, upload.file, decode, tags, settings.max_duration)
