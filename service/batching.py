@@ -34,8 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from tagger import AudioJob, EarmarkModel, Share, Slice, decode_together, encode_step, load_model
-from tagger.audio import SAMPLE_RATE
+from tagger import SAMPLE_RATE, AudioJob, EarmarkModel, Share, Slice, decode_together, encode_step, load_model
 
 from .metrics import Metrics
 from .settings import Settings

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from tagger.audio import AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError
+from tagger import AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError
 
 log = logging.getLogger("service.errors")
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 
-from tagger.results import Segment, TagLabel, TagResult, TagWindow, TranscriptionResult
+from tagger import Segment, TagLabel, TagResult, TagWindow, TranscriptionResult
 
 from .errors import bad_request
 

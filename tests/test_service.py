@@ -406,6 +406,9 @@ def test_50_concurrent_requests_all_succeed_and_get_their_own_transcript(main_se
     calls = metric(after, "earmark_batch_windows_count") - metric(before, "earmark_batch_windows_count")
     windows = metric(after, "earmark_batch_windows_sum") - metric(before, "earmark_batch_windows_sum")
     assert windows == 50 and calls < 50, (calls, windows)  # windows of different requests shared encoder calls
+    rounds = metric(after, "earmark_decoder_windows_count") - metric(before, "earmark_decoder_windows_count")
+    decoded = metric(after, "earmark_decoder_windows_sum") - metric(before, "earmark_decoder_windows_sum")
+    assert decoded == 50 and rounds < 50, (rounds, decoded)  # and shared text-decoder calls
     for name in ("earmark_requests_total", "earmark_request_duration_seconds_bucket", "earmark_audio_seconds_total",
                  "earmark_real_time_factor_bucket", "earmark_queue_depth", "earmark_batch_windows_bucket"):
         assert name in after, name

@@ -8,10 +8,7 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-from tagger import AudioJob, TagResult
-from tagger.audio import AudioError
-from tagger.labels import LabelSet
-from tagger.tagging import steps_per_window
+from tagger import AudioError, AudioJob, LabelSet, TagResult, steps_per_window
 
 from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped
 from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error, unavailable

@@ -7,8 +7,7 @@ from functools import partial
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from tagger import TagOptions
-from tagger.writers import render
+from tagger import TagOptions, render
 
 from ..errors import bad_request
 from ..schemas import ERROR_RESPONSES, TagsForm, TagsResponse, multipart_schema

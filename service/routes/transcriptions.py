@@ -7,8 +7,7 @@ from functools import partial
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from tagger import DecodeOptions, TagOptions, TranscriptionResult
-from tagger.writers import render
+from tagger import DecodeOptions, TagOptions, TranscriptionResult, render
 
 from ..batching import Engine
 from ..errors import bad_request
