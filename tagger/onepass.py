@@ -44,7 +44,7 @@ class AudioJob:
         if len(samples) < HOP_LENGTH:
             raise EmptyAudioError(f"the audio is {len(samples) / SAMPLE_RATE * 1000:.1f} ms long, shorter than one 10 ms frame")
         self.model = model
-        self.samples = samples
+        self.samples = samples if samples.flags.writeable else samples.copy()  # torch wants writable arrays
         self.options = options
         self.tag_options = tags
         self.duration = round(len(samples) / SAMPLE_RATE, 3)
