@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="run one second of silence through the model before reporting ready")
 
     # Batching and back-pressure
-    max_batch_size: int = Field(8, ge=1, le=256, description="30 s windows per encoder call; 1 switches micro-batching off")
+    max_batch_size: int = Field(8, ge=1, le=256, description="windows per encoder call; 1 switches micro-batching off")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a batch waits for windows of other requests")
     queue_size: int = Field(64, ge=1, description="requests admitted and waiting for the model; beyond that: 503")
     decode_threads: int = Field(2, ge=1, le=64, description="threads that decode uploads and plan their windows")

@@ -43,7 +43,7 @@ class Word:
 @dataclass
 class Segment:
     id: int
-    seek: int  # first mel frame (10 ms) of the 30 s window the segment was decoded from
+    seek: int  # first mel frame (10 ms) of the window the segment was decoded from
     start: float
     end: float
     text: str

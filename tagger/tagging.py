@@ -71,8 +71,8 @@ class TagOptions:
 class TagStream:
     """Collects pooled features window by window and scores every complete tag window.
 
-    Features past the real audio (the padding of the last 30 s window) never reach the head.
-    A tag window may straddle two 30 s windows: the leftover steps wait for the next batch.
+    Features past the real audio (the padding of each window) never reach the head.
+    A tag window may straddle two encoder windows: the leftover steps wait for the next batch.
     """
 
     def __init__(self, head: LoadedHead, tag_resolution: float, duration: float):
