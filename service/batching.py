@@ -355,19 +355,22 @@ class Batcher:
                 self._decoding = [w for w in self._decoding if not (w.finished or w.failed)]
 
     def _decode_round(self, shares: list[tuple[Work, Share]]) -> None:
-        """One decoding call over the shares of several jobs; when it fails, each job alone, so
-        that one request's failure fails only that request."""
+        """One decoding call over the shares of several jobs; one request's failure fails only that
+        request (a failed shared call is retried for each job alone)."""
         if not shares:
             return
         started = time.perf_counter()
         try:
             decode_together([share for _, share in shares])
-        except Exception:  # noqa: BLE001
-            for work, share in shares:
+        except Exception:  # noqa: BLE001 - a shared call failed before any share was finished: each alone
+            for _, share in shares:
                 try:
                     decode_together([share])
                 except Exception as error:  # noqa: BLE001
-                    self._fail(work, error)
+                    share.error = error
+        for work, share in shares:
+            if share.error is not None:
+                self._fail(work, share.error)
         self.metrics.decoder_seconds.observe(time.perf_counter() - started)
         self.metrics.decoder_windows.observe(sum(len(share.windows) for _, share in shares))
 

@@ -114,11 +114,9 @@ class Decoder:
         self.segments: list[Segment] = []
         self._tokenizers: dict[str, Tokenizer] = {}
         self._prompt: list[int] = []
-        self._initial_tokens = 0
         self._last_speech = 0.0
         if options.initial_prompt:
             self._prompt = self.tokenizer("en").encode(" " + options.initial_prompt.strip())
-            self._initial_tokens = len(self._prompt)
         self._prompt_since = 0
 
     def tokenizer(self, language: str) -> Tokenizer:
@@ -148,7 +146,7 @@ class Decoder:
         return prompt + list(tokenizer.sot_sequence)
 
     def _generate(self, features: ctranslate2.StorageView, prompts: list[list[int]], budgets: list[int],
-                  temperature: float, seeds: list[int], prefixes: list[int] | None = None,
+                  temperature: float, seed: int, prefixes: list[int] | None = None,
                   go_on: bool = False) -> list[Attempt]:
         """One CTranslate2 call over a batch of windows at one temperature. ``prefixes``: how many
         tokens at the end of each prompt are text to go on from (CTranslate2 returns them too);
@@ -161,7 +159,7 @@ class Decoder:
         common = {"max_length": max_length, "return_scores": True, "return_no_speech_prob": True,
                   "suppress_blank": True, "suppress_tokens": suppress + [eot] if go_on else suppress}
         if temperature > 0:
-            ctranslate2.set_random_seed(seeds[0])
+            ctranslate2.set_random_seed(seed)
             results = self.model.generate(features, prompts, beam_size=1, num_hypotheses=options.best_of or 1,
                                           sampling_topk=0, sampling_temperature=temperature, **common)
         else:
@@ -180,11 +178,15 @@ class Decoder:
                                     compression_ratio(text) if text.strip() else 0.0))
         return attempts
 
+    def _loops(self, attempt: Attempt) -> bool:
+        """Too repetitive: its text compresses too well."""
+        threshold = self.options.compression_ratio_threshold
+        return threshold is not None and attempt.compression_ratio > threshold
+
     def _failed(self, attempt: Attempt) -> bool:
         """openai-whisper's fallback rule: too repetitive or too unsure, unless it is silence."""
         options = self.options
-        too_repetitive = (options.compression_ratio_threshold is not None
-                          and attempt.compression_ratio > options.compression_ratio_threshold)
+        too_repetitive = self._loops(attempt)
         too_unsure = options.logprob_threshold is not None and attempt.avg_logprob < options.logprob_threshold
         return (too_repetitive or too_unsure) and not self._silence(attempt)
 
@@ -219,9 +221,9 @@ class Decoder:
                     break
                 tries += self._generate(features_view(share.features[row : row + 1]), share.prompts[row : row + 1],
                                         share.budgets[row : row + 1], temperature,
-                                        [self.options.seed + share.indices[row]])
+                                        self.options.seed + share.indices[row])
             if self._failed(tries[-1]):
-                sane = [t for t in tries if options_ok(self.options, t)] or tries
+                sane = [t for t in tries if not self._loops(t)] or tries
                 tries.append(max(sane, key=lambda t: t.avg_logprob))
             best[row] = tries[-1]
         return best
@@ -247,7 +249,7 @@ class Decoder:
             budgets.append(token_budget(window.offset + window.seconds - last))
         if not rows:
             return
-        more = self._generate(features_view(features[rows]), prompts, budgets, 0.0, [0] * len(rows),
+        more = self._generate(features_view(features[rows]), prompts, budgets, 0.0, 0,
                               [len(attempts[row].tokens) + 1 for row in rows], go_on=True)
         for row, extra in zip(rows, more):
             attempt = attempts[row]
@@ -259,19 +261,6 @@ class Decoder:
             text = attempt.text + extra.text
             attempts[row] = Attempt(tokens, text, attempt.temperature, attempt.avg_logprob, attempt.no_speech_prob,
                                     compression_ratio(text))
-
-    def add(self, windows: Sequence[Window], indices: Sequence[int], features: torch.Tensor,
-            stop: Callable[[], bool] | None = None) -> list[Segment]:
-        """Decode windows ``indices`` (encoded ``features`` [B, 1500, D]); batched when no window
-        is the next one's prompt, else one after another. ``stop``: checked between attempts."""
-        if self.options.batched:
-            return decode_together([self.prepare(windows, indices, features, stop)])[0]
-        added = []
-        for row, (window, index) in enumerate(zip(windows, indices)):
-            if stop is not None and stop():
-                break
-            added += decode_together([self.prepare([window], [index], features[row : row + 1], stop)])[0]
-        return added
 
     def finish(self, share: Share, first: list[Attempt]) -> list[Segment]:
         """Fallback, continuation, segments and word timestamps of a share whose first decoding is done."""
@@ -309,8 +298,8 @@ class Decoder:
                     id=len(self.segments), seek=piece["seek"], start=round(start, 3), end=round(end, 3),
                     text=piece["text"], tokens=piece["tokens"], temperature=attempt.temperature,
                     avg_logprob=attempt.avg_logprob, compression_ratio=attempt.compression_ratio,
-                    no_speech_prob=attempt.no_speech_prob, words=words, language=piece["language"])
-                segment.speech_prob = window.speech(start, end)
+                    no_speech_prob=attempt.no_speech_prob, words=words, language=piece["language"],
+                    speech_prob=window.speech(start, end))
                 self.segments.append(segment)
                 new.append(segment)
             added += new
@@ -345,12 +334,16 @@ class Share:
     prompts: list[list[int]]
     budgets: list[int]
     stop: Callable[[], bool] | None = None
+    error: Exception | None = None  # set by ``decode_together`` when finishing this share failed
 
 
 def decode_together(shares: list[Share]) -> list[list[Segment]]:
     """Decode the windows of several decoders (several requests) with one CTranslate2 call per
     group of decoders that agree on the first decoding's settings; then each decoder finishes its
-    own windows (fallback, continuation, word timestamps). The new segments of each share."""
+    own windows (fallback, continuation, word timestamps). The new segments of each share.
+
+    A failure of the shared calls raises before any share is finished; a failure while finishing
+    one share is kept in its ``error`` (its segments: none) and the others go on."""
     firsts: dict[int, list[Attempt]] = {}
     groups: dict[tuple, list[int]] = {}
     for number, share in enumerate(shares):
@@ -362,10 +355,17 @@ def decode_together(shares: list[Share]) -> list[list[Segment]]:
         attempts = lead._generate(
             features_view(torch.cat([s.features for s in group])), [p for s in group for p in s.prompts],
             [b for s in group for b in s.budgets], lead.options.temperatures[0],
-            [lead.options.seed + group[0].indices[0]])
+            lead.options.seed + group[0].indices[0])
         for n, share in zip(numbers, group):
             firsts[n], attempts = attempts[: len(share.windows)], attempts[len(share.windows) :]
-    return [share.decoder.finish(share, firsts[n]) if share.windows else [] for n, share in enumerate(shares)]
+    added: list[list[Segment]] = []
+    for n, share in enumerate(shares):
+        try:
+            added.append(share.decoder.finish(share, firsts[n]) if share.windows else [])
+        except Exception as error:  # noqa: BLE001 - one request's failure must not end the others'
+            share.error = error
+            added.append([])
+    return added
 
 
 def first_segment(tokens: list[int], timestamp_begin: int) -> list[int]:
@@ -379,10 +379,6 @@ def first_segment(tokens: list[int], timestamp_begin: int) -> list[int]:
 def _plain(text: str) -> str:
     """Text compared without case, punctuation or spacing."""
     return "".join(c for c in text.lower() if c.isalnum())
-
-
-def options_ok(options: DecodeOptions, attempt: Attempt) -> bool:
-    return options.compression_ratio_threshold is None or attempt.compression_ratio <= options.compression_ratio_threshold
 
 
 def split_by_timestamps(tokenizer: Tokenizer, tokens: list[int], window: Window

