@@ -18,14 +18,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tagger import __version__
 
 from .batching import Engine
-from .errors import install_error_handlers
+from .errors import JsonCORSMiddleware, install_error_handlers
+from .guards import UploadGuard
 from .metrics import Metrics
 from .routes import health, models, tags, transcriptions
 from .settings import Settings
@@ -133,8 +133,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (transcriptions, tags, models, health):
         app.include_router(module.router)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
                            expose_headers=[REQUEST_ID_HEADER, "Retry-After"])
+    app.add_middleware(UploadGuard, settings=settings, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -301,7 +301,7 @@ class Batcher:
                 continue  # dropped on the next step
             try:
                 work.job.take(first, part)
-            except Exception as error:  # one request's failure must not stop the others
+            except Exception as error:  # noqa: BLE001 - one request's failure must not stop the others
                 self._fail(work, error)
                 active.remove(work)
                 continue

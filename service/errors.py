@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from tagger import AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError
 
@@ -37,6 +42,16 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+    def raw(self) -> bytes:
+        """The whole HTTP/1.1 answer as bytes, for a connection that has no request to answer through
+        the app (headers that never came, a malformed request, too many connections); it closes."""
+        body = json.dumps(self.body()).encode()
+        reason = HTTPStatus(self.status).phrase if self.status in HTTPStatus._value2member_map_ else "Error"
+        lines = [f"HTTP/1.1 {self.status} {reason}", "content-type: application/json",
+                 f"content-length: {len(body)}", "connection: close",
+                 *(f"{name}: {value}" for name, value in self.headers.items() if name.lower() != "connection")]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def bad_request(message: str, code: str = "invalid_value", param: str | None = None) -> ApiError:
@@ -104,3 +119,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(ClientDisconnect, disconnect_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, with a refused preflight answered in the JSON error shape."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        message = f"CORS preflight refused: {bytes(response.body).decode()}; see EARMARK_CORS_ORIGINS"
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return ApiError(400, message, "cors_rejected", headers=headers).response()

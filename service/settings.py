@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(100.0, gt=0, description="largest request body in MB (413 beyond, checked while it streams in)")
     max_duration: float | None = Field(7200.0, gt=0, description="longest audio in seconds (413 beyond); unset: no limit")
 
+    # Slow and greedy clients
+    idle_timeout: float = Field(30.0, gt=0, description="seconds a client may take to send its request headers, and "
+                                "the longest pause inside an upload (408 past it)")
+    min_upload_rate: float = Field(10.0, ge=0, description="kB/s (10^3 bytes) an upload must average once it has run "
+                                   "for idle_timeout (408 below it); 0: no minimum")
+    max_uploads: int = Field(16, ge=1, description="request bodies being received at once; beyond that: 503")
+    max_buffered_mb: float = Field(400.0, gt=0, description="MB of request bodies held in memory at once, all "
+                                   "requests together (at least max_upload_mb); beyond that: 503")
+    max_connections_per_client: int | None = Field(32, ge=1, description="open connections from one client address "
+                                                   "(earmark serve); beyond that the connection gets 503 and is "
+                                                   "closed; unset: no cap")
+
     # Security
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False, description="comma-separated bearer keys; empty: no auth")
     public_health: bool = Field(True, description="/healthz and /readyz answer without an API key")
@@ -64,7 +76,7 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be debug, info, warning, error or critical")
         return value
 
-    @field_validator("head", "device", "threads", "max_duration", mode="before")
+    @field_validator("head", "device", "threads", "max_duration", "max_connections_per_client", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
@@ -72,3 +84,7 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
+
+    @property
+    def max_buffered_bytes(self) -> int:
+        return int(max(self.max_buffered_mb, self.max_upload_mb) * 1_000_000)

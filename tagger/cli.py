@@ -120,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
             os.environ[variable] = str(getattr(args, flag))
     host = os.environ.get("EARMARK_HOST", "127.0.0.1")
     port = int(os.environ.get("EARMARK_PORT", "8000"))
-    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_config=None)
+    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_config=None, http="service.protocol:GuardedH11Protocol")
     return 0
 
 

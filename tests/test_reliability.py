@@ -1,0 +1,312 @@
+"""No request can hold the service hostage: slow and lying clients, caps on uploads and connections,
+one error shape for everything the server answers, memory bounded by the declared duration, honest
+answers on odd input.
+
+One real server for the module (tiny.en with its bundled head, on loopback), with short timeouts
+and small caps so that each limit is reached in a second or two. Raw sockets play the clients that
+no HTTP library would be: stalled headers, stalled bodies, a byte at a time, bad chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from service_server import ServerProcess, server_process
+from speech_fixtures import speech_clips
+
+TRANSCRIBE = "/v1/audio/transcriptions"
+TAGS = "/v1/audio/tags"
+IDLE = 3.0  # EARMARK_IDLE_TIMEOUT of the server
+PER_CLIENT = 10  # EARMARK_MAX_CONNECTIONS_PER_CLIENT
+MAX_UPLOADS = 4
+UPLOAD_MB = 4
+BUFFERED_MB = 6
+MAX_DURATION = 60
+ORIGIN = "https://app.example"
+
+ENV = {"EARMARK_MODEL": "tiny.en", "EARMARK_DEVICE": "cpu", "EARMARK_IDLE_TIMEOUT": str(IDLE),
+       "EARMARK_MIN_UPLOAD_RATE": "10", "EARMARK_MAX_UPLOADS": str(MAX_UPLOADS),
+       "EARMARK_MAX_UPLOAD_MB": str(UPLOAD_MB), "EARMARK_MAX_BUFFERED_MB": str(BUFFERED_MB),
+       "EARMARK_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT), "EARMARK_MAX_DURATION": str(MAX_DURATION),
+       "EARMARK_CORS_ORIGINS": ORIGIN}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with server_process(ENV) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[Path, str]:
+    return min(speech_clips(), key=lambda clip: clip[0].stat().st_size)
+
+
+def check_error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    return error_of(response.json())
+
+
+def error_of(body: dict) -> dict:
+    """The OpenAI-style error object, checked for its shape."""
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    for key in ("message", "type", "code"):
+        assert isinstance(error[key], str) and error[key], body
+    return error
+
+
+# --------------------------------------------------------------------------- raw connections
+
+
+class Raw:
+    """One TCP connection to the server, written and read by hand."""
+
+    def __init__(self, server: ServerProcess):
+        host, port = server.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.received = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def answer(self, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """The next response: status, headers (lower-case names) and body."""
+        self.sock.settimeout(timeout)
+        while b"\r\n\r\n" not in self.received:
+            chunk = self.sock.recv(65536)
+            assert chunk, f"the connection closed without an answer: {self.received!r}"
+            self.received += chunk
+        head, _, rest = self.received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the connection closed inside the answer"
+            rest += chunk
+        self.received = rest[length:]
+        return status, headers, rest[:length]
+
+    def error(self, status: int, timeout: float = 30.0) -> dict:
+        got, headers, body = self.answer(timeout)
+        assert got == status, (got, body)
+        assert headers["content-type"].startswith("application/json"), headers
+        return error_of(json.loads(body))
+
+    def closed(self, timeout: float = 10.0) -> bool:
+        """Whether the server closes the connection within ``timeout`` (what it still sends is dropped)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+            return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def upload_head(length: int, path: str = TRANSCRIBE, chunked: bool = False) -> bytes:
+    size = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n{size}\r\n\r\n"
+            '--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n').encode()
+
+
+# --------------------------------------------------------------------------- 2. slow and lying clients
+
+
+def test_headers_that_never_finish_get_408_after_the_idle_timeout(server: ServerProcess):
+    raw = Raw(server)
+    started = time.monotonic()
+    raw.send(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n")
+    error = raw.error(408, timeout=IDLE + 20)
+    waited = time.monotonic() - started
+    assert error["code"] == "header_timeout" and "headers" in error["message"]
+    assert IDLE * 0.8 <= waited <= IDLE + 15, waited
+    assert raw.closed()
+
+
+def test_headers_sent_a_byte_at_a_time_get_408(server: ServerProcess):
+    raw = Raw(server)
+    started = time.monotonic()
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    for byte in request:  # a byte every 0.1 s: never idle, never finished
+        if time.monotonic() - started > IDLE + 1.5:
+            break
+        try:
+            raw.send(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        time.sleep(0.1)
+    assert raw.error(408, timeout=IDLE + 20)["code"] == "header_timeout"
+    assert time.monotonic() - started <= IDLE + 15
+
+
+def test_an_idle_connection_is_closed(server: ServerProcess):
+    raw = Raw(server)
+    started = time.monotonic()
+    assert raw.closed(timeout=IDLE + 15)
+    assert time.monotonic() - started >= IDLE * 0.8
+
+
+def test_a_stalled_body_gets_408_and_a_byte_a_second_too(server: ServerProcess):
+    stalled = Raw(server)
+    stalled.send(upload_head(100_000) + b"\0" * 1000)
+    trickle = Raw(server)
+    trickle.send(upload_head(100_000))
+    started = time.monotonic()
+    answer: list = []
+
+    def read() -> None:
+        answer.append(trickle.error(408, timeout=IDLE * 4 + 20))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    while reader.is_alive() and time.monotonic() - started < IDLE * 4 + 20:
+        try:
+            trickle.send(b"\0")  # never idle for long, far below the minimum rate
+        except OSError:
+            break
+        time.sleep(0.3)
+    reader.join()
+    error = stalled.error(408, timeout=IDLE + 20)
+    assert error["code"] == "upload_timeout" and "no data came" in error["message"]
+    assert answer and answer[0]["code"] == "upload_timeout" and "slower than" in answer[0]["message"]
+    assert stalled.closed() and trickle.closed()
+
+
+def test_uploads_at_once_and_their_bytes_are_capped(server: ServerProcess, speech):
+    path, _ = speech
+    audio = path.read_bytes()
+    stalled = []
+    for _ in range(MAX_UPLOADS):
+        raw = Raw(server)
+        raw.send(upload_head(1_000_000) + b"\0" * 10_000)
+        stalled.append(raw)
+    time.sleep(0.5)
+    response = httpx.post(server.url + TRANSCRIBE, files={"file": (path.name, audio)}, timeout=60)
+    error = check_error(response, 503)
+    assert error["code"] == "too_many_uploads" and response.headers["retry-after"] == "1"
+    for raw in stalled:
+        assert raw.error(408, timeout=IDLE + 20)["code"] == "upload_timeout"
+        raw.close()
+
+    # one upload holds most of the buffer; the next one passes the total and is refused
+    big = Raw(server)
+    big.send(upload_head(UPLOAD_MB * 1_000_000 - 1000) + b"\0" * int((BUFFERED_MB - 2.5) * 1_000_000))
+    time.sleep(0.5)
+    second = Raw(server)
+    second.send(upload_head(3_500_000) + b"\0" * 3_400_000)
+    error = second.error(503, timeout=30)
+    assert error["code"] == "server_busy"
+    assert big.error(408, timeout=IDLE + 20)["code"] == "upload_timeout"
+
+    # everything was given back: a normal request goes through
+    response = httpx.post(server.url + TRANSCRIBE, files={"file": (path.name, audio)}, timeout=120)
+    assert response.status_code == 200, response.text
+    metrics = httpx.get(server.url + "/metrics").text
+    for reason in ("too_many_uploads", "server_busy", "upload_timeout"):
+        assert f'earmark_rejected_total{{reason="{reason}"}}' in metrics
+
+
+def test_connections_per_client_address_are_capped(server: ServerProcess):
+    held = [Raw(server) for _ in range(PER_CLIENT)]
+    time.sleep(0.3)
+    extra = Raw(server)
+    error = extra.error(503, timeout=10)
+    assert error["code"] == "too_many_connections" and "127.0.0.1" in error["message"]
+    assert extra.closed()
+    for raw in held:
+        raw.close()
+    time.sleep(0.3)
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_stalled_clients_do_not_slow_normal_requests(server: ServerProcess, speech):
+    path, _ = speech
+    audio = path.read_bytes()
+
+    def timed() -> float:
+        started = time.perf_counter()
+        response = httpx.post(server.url + TRANSCRIBE, files={"file": (path.name, audio)}, timeout=120)
+        assert response.status_code == 200, response.text
+        return time.perf_counter() - started
+
+    timed()
+    alone = min(timed() for _ in range(2))
+    stalled = [Raw(server) for _ in range(3)]
+    for raw in stalled:
+        raw.send(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n")
+    body = Raw(server)
+    body.send(upload_head(1_000_000) + b"\0" * 1000)
+    crowded = min(timed() for _ in range(2))
+    for raw in [*stalled, body]:
+        raw.close()
+    assert crowded <= 2 * alone + 1.0, (alone, crowded)
+
+
+# --------------------------------------------------------------------------- 5. one error shape
+
+
+def raw_error(server: ServerProcess, request: bytes, status: int) -> dict:
+    raw = Raw(server)
+    try:
+        raw.send(request)
+        return raw.error(status)
+    finally:
+        raw.close()
+
+
+def test_errors_raised_before_a_route_runs_have_the_json_shape(server: ServerProcess):
+    assert raw_error(server, b"NOT HTTP AT ALL\r\n\r\n", 400)["code"] == "malformed_request"
+    assert raw_error(server, b"GET /healthz HTTP/1.1\r\nBad Header Line\r\n\r\n", 400)["code"] == "malformed_request"
+    assert raw_error(server, b"GET /healthz HTTP/1.1\r\n\r\n", 400)["code"] == "malformed_request"  # no Host
+    too_big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000
+    assert raw_error(server, too_big, 431)["code"] == "headers_too_large"
+    bad_chunk = upload_head(0, chunked=True).split(b"\r\n\r\n")[0] + b"\r\n\r\nZZ\r\nhello\r\n"
+    assert raw_error(server, bad_chunk, 400)["code"] == "malformed_request"
+    # a chunked body over the size limit
+    chunk = b"\0" * 1_000_000
+    body = upload_head(0, chunked=True)
+    head, _, first = body.partition(b"\r\n\r\n")
+    over = head + b"\r\n\r\n" + b"%x\r\n%s\r\n" % (len(first), first)
+    over += b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(UPLOAD_MB + 1))
+    assert raw_error(server, over, 413)["code"] == "file_too_large"
+
+
+def test_errors_from_routing_and_forms_have_the_json_shape(server: ServerProcess):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert check_error(client.get("/no/such/route"), 404)["code"] == "not_found"
+        assert check_error(client.delete("/v1/models"), 405)["code"] == "method_not_allowed"
+        assert check_error(client.get(TRANSCRIBE), 405)["code"] == "method_not_allowed"
+        malformed = client.post(TRANSCRIBE, content=b"--b\r\nnot a header\r\n\r\n",
+                                headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert check_error(malformed, 400)["code"] == "malformed_form"
+        preflight = client.options("/v1/models", headers={"Origin": "https://elsewhere.example",
+                                                          "Access-Control-Request-Method": "GET"})
+        assert check_error(preflight, 400)["code"] == "cors_rejected"
+        fine = client.options("/v1/models", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"})
+        assert fine.status_code == 200
+
+
+# --------------------------------------------------------------------------- health after all that
+
+
+def test_the_server_is_still_healthy_and_answered_no_5xx_but_its_503s(server: ServerProcess):
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    metrics = httpx.get(server.url + "/metrics").text
+    statuses = re.findall(r'earmark_requests_total\{[^}]*status="(\d+)"\} (\S+)', metrics)
+    assert not [s for s, n in statuses if s.startswith("5") and s != "503" and float(n) > 0], statuses
