@@ -27,7 +27,7 @@ from .batching import Engine
 from .errors import JsonCORSMiddleware, install_error_handlers
 from .guards import UploadGuard
 from .metrics import Metrics
-from .routes import health, models, tags, transcriptions
+from .routes import health, models, page, tags, transcriptions
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (transcriptions, tags, models, health):
         app.include_router(module.router)
+    app.include_router(page.router)
     if settings.cors_origins:
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],

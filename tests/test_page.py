@@ -1,0 +1,375 @@
+"""The web page at ``GET /`` in a real browser: Debian's chromium driven by Playwright, against the real
+service (tiny.en with its bundled head) on loopback, with real recordings from tests/fixtures.
+
+Without chromium or Playwright the tests skip and say why; with ``EARMARK_REQUIRE_BROWSER=1`` (CI)
+they fail instead. Each test leaves a screenshot of the page in its temporary directory.
+
+    python tests/test_page.py --screenshot docs/page.png    # the README's screenshot, made by this code
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # service_server as a plain module, also as a script
+
+from service_server import ServerProcess, server_process
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # checked by need_browser(): skip, or fail in CI
+    sync_playwright = None
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = ROOT / "tests" / "fixtures" / "speech"
+SCENES = ROOT / "tests" / "fixtures" / "scenes"
+TRANSCRIPTS = dict(line.split("\t", 1) for line in (SPEECH / "transcripts.tsv").read_text().splitlines()[1:])
+API_KEY = "page-test-key"
+SERVER_ENV = {"EARMARK_MODEL": "tiny.en", "EARMARK_API_KEYS": API_KEY}
+KEY_STORAGE = "earmark-api-key"  # service/static/app.js
+WAIT_MS = 180_000  # a transcription on a busy 2-core machine
+MIC_CLIP = "asterisk-en-ss-noservice.flac"
+MIC_LEAD_IN = 0.5  # seconds of silence before the speech in the fake microphone's file
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def need_browser() -> str:
+    """The system chromium's path; skip (or, with EARMARK_REQUIRE_BROWSER=1, fail) without it or Playwright."""
+    problem = None
+    if sync_playwright is None:
+        problem = "Playwright for Python is not installed (pip install -e '.[test]')"
+    elif chromium_path() is None:
+        problem = "no chromium on PATH (Debian: apt-get install chromium)"
+    if problem is None:
+        return chromium_path()
+    if os.environ.get("EARMARK_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{problem}; EARMARK_REQUIRE_BROWSER=1 requires the browser tests to run", pytrace=False)
+    pytest.skip(problem)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def assert_heard(transcript: str, clip: str) -> None:
+    """At least 80 % of the words of the clip's reference transcript are in the page's transcript (tiny.en)."""
+    said, expected = set(words(transcript)), set(words(TRANSCRIPTS[clip]))
+    assert len(said & expected) >= 0.8 * len(expected), (sorted(said), sorted(expected))
+
+
+def write_wav(flac: Path, path: Path, lead_in: float) -> float:
+    """The recording as 16-bit PCM WAV (chromium's fake microphone reads WAV), after ``lead_in`` s of silence."""
+    from tagger import load_audio
+
+    samples = load_audio(flac)  # float32, 16 kHz mono
+    pcm = np.concatenate([np.zeros(round(16000 * lead_in), np.float32), samples])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+    return len(pcm) / 16000
+
+
+@contextmanager
+def launched(executable: str, fake_microphone: Path | None = None) -> Iterator[Browser]:
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+    if fake_microphone is not None:
+        args.append(f"--use-file-for-fake-audio-capture={fake_microphone}%noloop")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class Tab:
+    """A page in a fresh browser context, with every console message and page error it produced."""
+
+    def __init__(self, browser: Browser, url: str, api_key: str | None, viewport=(1280, 900)):
+        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
+        if api_key:
+            self.context.add_init_script(f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(api_key)})")
+        self.page: Page = self.context.new_page()
+        self.messages: list[str] = []
+        self.page.on("console", lambda m: self.messages.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.messages.append(f"pageerror: {e}"))
+        self.url = url
+
+    def open(self) -> Page:
+        self.page.goto(self.url + "/")
+        return self.page
+
+    def errors(self, allowed: tuple[str, ...] = ()) -> list[str]:
+        """Console errors and uncaught exceptions, except those matching an ``allowed`` pattern."""
+        return [m for m in self.messages if m.startswith(("error:", "pageerror:"))
+                and not any(re.search(pattern, m) for pattern in allowed)]
+
+    def upload(self, path: Path) -> None:
+        """Choose a file and wait until the page shows its result (or fail with the page's error)."""
+        self.page.set_input_files("#file", str(path))
+        self.wait_for_result()
+
+    def wait_for_result(self) -> None:
+        page = self.page
+        page.wait_for_function("() => document.querySelector('#status-text').textContent.startsWith('Done')"
+                               " || !document.querySelector('#error').hidden", timeout=WAIT_MS)
+        if page.locator("#error").is_visible():
+            pytest.fail(f"the page shows an error: {page.locator('#error').text_content()}")
+        expect(page.locator("#results")).to_be_visible()
+
+    def transcript(self) -> str:
+        return " ".join(self.page.locator("#segments li.speech .text").all_text_contents())
+
+    def lane(self, name: str):
+        return self.page.locator(f'.track[data-name="{name}"]')
+
+    def close(self, screenshot: Path) -> None:
+        try:
+            self.page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            self.context.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with server_process(SERVER_ENV) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def microphone_file(tmp_path_factory) -> tuple[Path, float]:
+    path = tmp_path_factory.mktemp("microphone") / "microphone.wav"
+    return path, write_wav(SPEECH / MIC_CLIP, path, MIC_LEAD_IN)
+
+
+@pytest.fixture(scope="module")
+def browser(microphone_file) -> Iterator[Browser]:
+    executable = need_browser()
+    with launched(executable, microphone_file[0]) as running:
+        yield running
+
+
+@pytest.fixture
+def tab(browser, server, tmp_path) -> Iterator[Tab]:
+    """The page, with the API key already given (as after the key prompt); screenshot on the way out."""
+    opened = Tab(browser, server.url, API_KEY)
+    opened.open()
+    expect(opened.page.locator("#server")).to_contain_text("Model tiny.en", timeout=60_000)
+    yield opened
+    opened.close(tmp_path / "page.png")
+
+
+def api(server: ServerProcess, path: Path, **fields: str) -> httpx.Response:
+    response = httpx.post(f"{server.url}/v1/audio/transcriptions", headers=server.headers(), timeout=300,
+                          files={"file": (path.name, path.read_bytes())}, data=fields)
+    response.raise_for_status()
+    return response
+
+
+# --- the page and its security ------------------------------------------------------------------
+
+
+def test_the_page_loads_without_a_key_and_asks_for_one_when_the_api_needs_it(browser, server, tmp_path):
+    page_response = httpx.get(server.url + "/")
+    assert page_response.status_code == 200 and "text/html" in page_response.headers["content-type"]
+    assert "default-src 'self'" in page_response.headers["content-security-policy"]
+    for name in ("app.js", "app.css"):
+        assert httpx.get(f"{server.url}/static/{name}").status_code == 200
+    assert httpx.get(f"{server.url}/static/index.py").status_code == 404
+    assert httpx.get(f"{server.url}/v1/models").status_code == 401
+
+    tab = Tab(browser, server.url, api_key=None)
+    try:
+        page = tab.open()
+        expect(page.locator("#key-form")).to_be_visible(timeout=30_000)
+        expect(page.locator("#key-message")).to_contain_text("needs an API key")
+        expect(page.locator("#key")).to_be_focused()
+        page.fill("#key", "wrong-key")
+        page.keyboard.press("Enter")
+        expect(page.locator("#key-message")).to_contain_text("did not accept")
+        page.fill("#key", API_KEY)
+        page.click("#key-form button[type=submit]")
+        expect(page.locator("#server")).to_contain_text("Model tiny.en", timeout=30_000)
+        expect(page.locator("#key-form")).to_be_hidden()
+        assert page.evaluate(f"sessionStorage.getItem({json.dumps(KEY_STORAGE)})") == API_KEY
+        # tiny.en is English-only: the page says it cannot translate instead of sending a request that fails
+        expect(page.locator("#translate")).to_be_disabled()
+        expect(page.locator("#translate-note")).to_contain_text("English only")
+        assert tab.errors(allowed=(r"status of 401",)) == []
+    finally:
+        tab.close(tmp_path / "page.png")
+
+
+# --- uploads ---------------------------------------------------------------------------------------
+
+
+def test_speech_shows_the_right_text_and_a_speech_lane(tab):
+    clip = "asterisk-en-demo-nogo.flac"
+    tab.upload(SPEECH / clip)
+    page = tab.page
+    assert_heard(tab.transcript(), clip)
+    # the timeline: a Speech lane, the most present sound, confident somewhere
+    expect(tab.lane("Speech")).to_be_visible()
+    assert page.locator(".track").first.get_attribute("data-name") == "Speech"
+    probabilities = [float(p) for p in tab.lane("Speech").locator(".cell").evaluate_all(
+        "cells => cells.map(c => c.dataset.probability)")]
+    assert probabilities and max(probabilities) >= 0.5
+    # hover: class name and probability
+    cell = tab.lane("Speech").locator(".cell").first
+    cell.hover()
+    expect(page.locator("#tooltip")).to_be_visible()
+    expect(page.locator("#tooltip")).to_contain_text(re.compile(r"Speech · .* · \d+ %"))
+    # segments carry their times
+    expect(page.locator("#segments li.speech .time").first).to_have_text(re.compile(r"\d+:\d\d\.\d – \d+:\d\d\.\d"))
+    # a phone-sized window: nothing wider than the screen
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert tab.errors() == []
+
+
+def test_music_shows_a_music_lane(tab):
+    tab.upload(SCENES / "music-macroform-cold_day.flac")
+    expect(tab.lane("Music")).to_be_visible()
+    probabilities = [float(p) for p in tab.lane("Music").locator(".cell").evaluate_all(
+        "cells => cells.map(c => c.dataset.probability)")]
+    assert max(probabilities) >= 0.5
+    assert tab.errors() == []
+
+
+def test_a_file_that_is_not_audio_shows_what_was_wrong(tab, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("These are meeting notes, not a recording.\n" * 20)
+    tab.page.set_input_files("#file", str(notes))
+    error = tab.page.locator("#error")
+    expect(error).to_be_visible(timeout=WAIT_MS)
+    expect(error).to_contain_text("This file is not audio the server can read")
+    expect(error).to_contain_text("Choose an audio or video file")
+    expect(tab.page.locator("#results")).to_be_hidden()
+    assert tab.errors(allowed=(r"status of 415",)) == []
+
+
+def test_selecting_a_segment_or_a_timeline_cell_moves_the_player(tab):
+    tab.upload(SPEECH / "asterisk-en-demo-echotest.flac")
+    page = tab.page
+    segments = page.locator("#segments li.speech .seg")
+    assert segments.count() >= 2
+    last = segments.last
+    start = float(last.get_attribute("data-start"))
+    assert start > 1
+    page.evaluate("document.querySelector('#player').pause()")
+    last.click()
+    page.wait_for_function(f"() => document.querySelector('#player').currentTime >= {start - 0.05}")
+    assert start - 0.05 <= page.evaluate("document.querySelector('#player').currentTime") < start + 5
+    expect(last).to_have_attribute("aria-current", "true")
+    playhead = page.evaluate("parseFloat(document.querySelector('#playhead').style.left)")
+    assert playhead > 0
+    # the keyboard: the first timeline cell takes focus, arrows move, Enter plays from there
+    page.evaluate("document.querySelector('#player').pause()")
+    first = page.locator(".cell[tabindex='0']")
+    first.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    focused = page.locator(".cell:focus")
+    target = float(focused.get_attribute("data-start"))
+    assert target > 0 and focused.get_attribute("tabindex") == "0"
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => Math.abs(document.querySelector('#player').currentTime - {target}) < 1.5")
+    assert tab.errors() == []
+
+
+def test_downloads_hold_what_the_api_returns(tab, server, tmp_path):
+    clip = SPEECH / "librivox-sense-and-sensibility-0870.flac"
+    tab.upload(clip)
+    page = tab.page
+    fields = {"tags": "true", "top_k": "5", "tag_resolution": "2"}  # the page's defaults
+    for fmt, ext in (("verbose_json", "json"), ("text", "txt"), ("srt", "srt"), ("vtt", "vtt")):
+        with page.expect_download(timeout=WAIT_MS) as event:
+            page.click(f".downloads button[data-format={fmt}]")
+        download = event.value
+        assert download.suggested_filename == f"librivox-sense-and-sensibility-0870.{ext}"
+        saved = tmp_path / download.suggested_filename
+        download.save_as(saved)
+        answer = api(server, clip, response_format=fmt, **fields)
+        if fmt == "verbose_json":
+            got = json.loads(saved.read_text())
+            assert got == answer.json()
+            assert got["segments"] and got["tags"] and got["tag_resolution"] == 2.0
+        else:
+            assert saved.read_text() == answer.text and answer.text.strip()
+    expect(page.locator("#status-text")).to_contain_text("Saved")
+    assert tab.errors() == []
+
+
+def test_tags_off_leaves_the_timeline_out(tab):
+    page = tab.page
+    page.uncheck("#tags")
+    tab.upload(SPEECH / "librivox-sense-and-sensibility-0880.flac")
+    expect(page.locator("#timeline-note")).to_contain_text("Sound tags are off")
+    assert page.locator(".track").count() == 0
+    assert_heard(tab.transcript(), "librivox-sense-and-sensibility-0880.flac")
+    assert tab.errors() == []
+
+
+# --- the microphone ------------------------------------------------------------------------------
+
+
+def test_the_microphone_records_then_shows_the_text(tab, microphone_file):
+    _, seconds = microphone_file
+    page = tab.page
+    record = page.locator("#record")
+    record.click()
+    expect(record).to_have_attribute("aria-pressed", "true")
+    page.wait_for_function(f"() => document.querySelector('#record-state').textContent.match(/(\\d+) s/)[1] >= {seconds + 1.5}",
+                           timeout=60_000)
+    record.click()
+    tab.wait_for_result()
+    expect(record).to_have_attribute("aria-pressed", "false")
+    assert_heard(tab.transcript(), MIC_CLIP)
+    assert page.locator("#summary").text_content().startswith("recording-")
+    assert tab.errors() == []
+
+
+# --- the README's screenshot ------------------------------------------------------------------------
+
+
+def screenshot(path: Path, clip: Path = SPEECH / "asterisk-en-demo-echotest.flac") -> None:
+    """Serve tiny.en, open the page, upload ``clip`` and save the page as a PNG at ``path``."""
+    executable = chromium_path()
+    if sync_playwright is None or executable is None:
+        raise SystemExit("the screenshot needs Playwright for Python and chromium (apt-get install chromium)")
+    with server_process({"EARMARK_MODEL": "tiny.en"}) as running, launched(executable) as browser:
+        tab = Tab(browser, running.url, api_key=None, viewport=(1100, 760))
+        tab.open()
+        tab.page.set_input_files("#file", str(clip))
+        tab.page.wait_for_function("() => document.querySelector('#status-text').textContent.startsWith('Done')",
+                                   timeout=WAIT_MS)
+        tab.page.evaluate("document.querySelector('#player').currentTime = 6.5")
+        tab.page.wait_for_function("() => parseFloat(document.querySelector('#playhead').style.left) > 0")
+        tab.lane("Speech").locator(".cell").nth(3).hover()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tab.page.screenshot(path=str(path))
+        tab.context.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--screenshot", type=Path, required=True, help="where to save the PNG")
+    screenshot(parser.parse_args().screenshot)
