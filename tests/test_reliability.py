@@ -9,6 +9,7 @@ no HTTP library would be: stalled headers, stalled bodies, a byte at a time, bad
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import socket
@@ -20,6 +21,9 @@ import httpx
 import pytest
 from service_server import ServerProcess, server_process
 from speech_fixtures import speech_clips
+
+from service.errors import HTTP_CODES
+from tagger import AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 TAGS = "/v1/audio/tags"
@@ -310,3 +314,38 @@ def test_the_server_is_still_healthy_and_answered_no_5xx_but_its_503s(server: Se
     metrics = httpx.get(server.url + "/metrics").text
     statuses = re.findall(r'earmark_requests_total\{[^}]*status="(\d+)"\} (\S+)', metrics)
     assert not [s for s, n in statuses if s.startswith("5") and s != "503" and float(n) > 0], statuses
+
+
+# --------------------------------------------------------------------------- every code in the README
+
+
+def service_error_codes() -> set[str]:
+    """Every ``code`` the service's source can answer with: the code argument of each ApiError,
+    bad_request and unavailable call, routing's HTTP codes and the audio errors' codes."""
+    position = {"ApiError": 2, "bad_request": 1, "unavailable": 1}
+    codes = {"invalid_value"} | set(HTTP_CODES.values())
+    codes |= {kind.code for kind in (AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError)}
+    root = Path(__file__).resolve().parents[1] / "service"
+    for path in root.rglob("*.py"):
+        if path.name == "client.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            if name not in position:
+                continue
+            given = [k.value for k in node.keywords if k.arg == "code"]
+            if len(node.args) > position[name]:
+                given.append(node.args[position[name]])
+            codes |= {g.value for g in given if isinstance(g, ast.Constant) and isinstance(g.value, str)}
+    return codes
+
+
+def test_the_readme_lists_every_error_code():
+    codes = service_error_codes()
+    assert {"header_timeout", "upload_timeout", "too_many_uploads", "malformed_request", "no_tagging_head"} <= codes
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("### Errors"):readme.index("### Metrics")]
+    missing = sorted(code for code in codes if f"`{code}`" not in table)
+    assert not missing, f"the README's error table lacks {missing}"
