@@ -38,7 +38,8 @@ SPEECH = ROOT / "tests" / "fixtures" / "speech"
 SCENES = ROOT / "tests" / "fixtures" / "scenes"
 TRANSCRIPTS = dict(line.split("\t", 1) for line in (SPEECH / "transcripts.tsv").read_text().splitlines()[1:])
 API_KEY = "page-test-key"
-SERVER_ENV = {"EARMARK_MODEL": "tiny.en", "EARMARK_API_KEYS": API_KEY}
+UPLOAD_LIMIT_MB = 1  # the fixtures are smaller; a larger file shows the page's answer to 413
+SERVER_ENV = {"EARMARK_MODEL": "tiny.en", "EARMARK_API_KEYS": API_KEY, "EARMARK_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}
 KEY_STORAGE = "earmark-api-key"  # service/static/app.js
 WAIT_MS = 180_000  # a transcription on a busy 2-core machine
 MIC_CLIP = "asterisk-en-ss-noservice.flac"
@@ -241,7 +242,7 @@ def test_speech_shows_the_right_text_and_a_speech_lane(tab):
     expect(page.locator("#segments li.speech .time").first).to_have_text(re.compile(r"\d+:\d\d\.\d – \d+:\d\d\.\d"))
     # a phone-sized window: nothing wider than the screen
     page.set_viewport_size({"width": 390, "height": 844})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.wait_for_function("() => document.documentElement.scrollWidth <= 390", timeout=5_000)
     assert tab.errors() == []
 
 
@@ -264,6 +265,23 @@ def test_a_file_that_is_not_audio_shows_what_was_wrong(tab, tmp_path):
     expect(error).to_contain_text("Choose an audio or video file")
     expect(tab.page.locator("#results")).to_be_hidden()
     assert tab.errors(allowed=(r"status of 415",)) == []
+
+
+def test_a_file_over_the_upload_limit_shows_the_limit(tab, tmp_path):
+    big = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    with wave.open(str(big), "wb") as out:  # 40 s of quiet noise, 1.28 MB
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((rng.standard_normal(16000 * 40) * 300).astype("<i2").tobytes())
+    assert big.stat().st_size > UPLOAD_LIMIT_MB * 1_000_000
+    tab.page.set_input_files("#file", str(big))
+    error = tab.page.locator("#error")
+    expect(error).to_be_visible(timeout=WAIT_MS)
+    expect(error).to_contain_text("The file is too big for this server")
+    expect(error).to_contain_text(f"limit of {UPLOAD_LIMIT_MB} MB")
+    assert tab.errors(allowed=(r"status of 413",)) == []
 
 
 def test_selecting_a_segment_or_a_timeline_cell_moves_the_player(tab):
@@ -296,7 +314,7 @@ def test_selecting_a_segment_or_a_timeline_cell_moves_the_player(tab):
 
 
 def test_downloads_hold_what_the_api_returns(tab, server, tmp_path):
-    clip = SPEECH / "librivox-sense-and-sensibility-0870.flac"
+    clip = SPEECH / "asterisk-en-followme-sorry.flac"
     tab.upload(clip)
     page = tab.page
     fields = {"tags": "true", "top_k": "5", "tag_resolution": "2"}  # the page's defaults
@@ -304,7 +322,7 @@ def test_downloads_hold_what_the_api_returns(tab, server, tmp_path):
         with page.expect_download(timeout=WAIT_MS) as event:
             page.click(f".downloads button[data-format={fmt}]")
         download = event.value
-        assert download.suggested_filename == f"librivox-sense-and-sensibility-0870.{ext}"
+        assert download.suggested_filename == f"asterisk-en-followme-sorry.{ext}"
         saved = tmp_path / download.suggested_filename
         download.save_as(saved)
         answer = api(server, clip, response_format=fmt, **fields)
@@ -321,10 +339,10 @@ def test_downloads_hold_what_the_api_returns(tab, server, tmp_path):
 def test_tags_off_leaves_the_timeline_out(tab):
     page = tab.page
     page.uncheck("#tags")
-    tab.upload(SPEECH / "librivox-sense-and-sensibility-0880.flac")
+    tab.upload(SPEECH / "asterisk-en-vm-nobox.flac")
     expect(page.locator("#timeline-note")).to_contain_text("Sound tags are off")
     assert page.locator(".track").count() == 0
-    assert_heard(tab.transcript(), "librivox-sense-and-sensibility-0880.flac")
+    assert_heard(tab.transcript(), "asterisk-en-vm-nobox.flac")
     assert tab.errors() == []
 
 

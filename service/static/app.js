@@ -143,6 +143,7 @@ function explain(status, body, retryAfter) {
     return `The server is busy with other requests. Try again in ${wait}.`;
   }
   if (status === 503) return `The server cannot take requests right now${why}. Try again in ${wait}.`;
+  if (status === 408) return `The upload stalled${why}. Check the connection, then try again.`;
   if (status === 504) return `The server took too long on this file${why}. Try a shorter file.`;
   if (status === 400) return `The server refused the request${why}. Check the file and the options, then try again.`;
   if (status >= 500) return `The server failed on this request${why}. Try again; if it fails again, its log says why.`;
