@@ -227,9 +227,8 @@ def test_speech_shows_the_right_text_and_a_speech_lane(tab):
     tab.upload(SPEECH / clip)
     page = tab.page
     assert_heard(tab.transcript(), clip)
-    # the timeline: a Speech lane, the most present sound, confident somewhere
+    # the timeline: a Speech lane, confident somewhere
     expect(tab.lane("Speech")).to_be_visible()
-    assert page.locator(".track").first.get_attribute("data-name") == "Speech"
     probabilities = [float(p) for p in tab.lane("Speech").locator(".cell").evaluate_all(
         "cells => cells.map(c => c.dataset.probability)")]
     assert probabilities and max(probabilities) >= 0.5
