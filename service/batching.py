@@ -227,6 +227,10 @@ class Batcher:
             self.metrics.active_jobs.set(len(active))
             if not active:
                 continue
+            if not self.plan(active):  # every job waits for the text decoder
+                with self._cond:
+                    self._cond.wait(POLL_SECONDS)
+                continue
             try:
                 self._step(active)
             except Exception as error:  # a bug here must not leave requests hanging
@@ -238,8 +242,9 @@ class Batcher:
             work.settle(error=Stopped("the server is shutting down"))
 
     def _admit(self, active: list[Work]) -> None:
-        """Move queued work into the active set, up to one job per batch slot (lock held)."""
-        while self._pending and len(active) < self.max_batch_size:
+        """Move queued work into the active set, up to one job per batch slot (lock held); jobs that
+        wait for the text decoder hold no slot."""
+        while self._pending and sum(self._encodable(work) for work in active) < self.max_batch_size:
             active.append(self._pending.popleft())
         self.metrics.queue_depth.set(self.depth)
 
@@ -253,6 +258,10 @@ class Batcher:
             self._cond.wait(remaining)
             self._admit(active)
 
+    def _encodable(self, work: Work) -> bool:
+        """Whether the job may have windows encoded now (it does not wait for the text decoder)."""
+        return work.job.undecoded < self.decode_batch_size
+
     def _still_wanted(self, work: Work) -> bool:
         if work.abandoned:
             self.metrics.dropped.labels("abandoned").inc()
@@ -264,14 +273,19 @@ class Batcher:
         return True
 
     def plan(self, active: list[Work]) -> list[tuple[Work, int, int]]:
-        """Round-robin over the active jobs, one window at a time: ``(work, first window, count)``."""
+        """Round-robin over the active jobs, one window at a time: ``(work, first window, count)``.
+
+        A job whose encoded windows already wait for the text decoder (``decode_batch_size`` of them)
+        is not encoded further until the decoder takes some: its memory stays bounded however long
+        its audio is."""
         counts = {id(work): 0 for work in active}
         room = self.max_batch_size
         while room:
             took = False
             for work in active:
-                if room and work.job.next_window + counts[id(work)] < work.job.n_windows:
-                    counts[id(work)] += 1
+                job, count = work.job, counts[id(work)]
+                if room and job.next_window + count < job.n_windows and job.undecoded + count < self.decode_batch_size:
+                    counts[id(work)] = count + 1
                     room -= 1
                     took = True
             if not took:
@@ -348,6 +362,8 @@ class Batcher:
                         shares.append((work, share))
                         room -= len(share.windows)
             self._decode_round(shares)
+            with self._cond:
+                self._cond.notify_all()  # the encoder may go on with jobs that waited for the decoder
             for work, _ in shares:
                 if work.job.decoded_all and not work.failed:
                     self._finish(work)
@@ -408,6 +424,7 @@ class Engine:
         self.batcher: Batcher | None = None
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="earmark-decode")
+        self.audio_held = 0.0  # seconds of decoded audio that requests hold (changed on the event loop only)
 
     @property
     def ready(self) -> bool:
@@ -454,6 +471,17 @@ class Engine:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceeded() from None
+
+    def hold_audio(self, seconds: float) -> bool:
+        """Count ``seconds`` of decoded audio against ``max_audio_held``; False when they do not fit
+        (a request alone always fits)."""
+        if self.audio_held and self.audio_held + seconds > self.settings.max_audio_held:
+            return False
+        self.audio_held += seconds
+        return True
+
+    def release_audio(self, seconds: float) -> None:
+        self.audio_held -= seconds
 
     def close(self) -> None:
         self._closed.set()

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Limits
     max_upload_mb: float = Field(100.0, gt=0, description="largest request body in MB (413 beyond, checked while it streams in)")
     max_duration: float | None = Field(7200.0, gt=0, description="longest audio in seconds (413 beyond); unset: no limit")
+    max_audio_held: float = Field(14400.0, gt=0, description="seconds of decoded audio all requests together hold "
+                                  "in memory (64 kB a second); a request that would pass it gets 503")
 
     # Slow and greedy clients
     idle_timeout: float = Field(30.0, gt=0, description="seconds a client may take to send its request headers, and "

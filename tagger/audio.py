@@ -6,7 +6,8 @@ the first audio stream is decoded and every other stream is skipped without bein
 
 Decoding is streamed: each decoded frame is converted to 16 kHz mono at once, so memory holds the
 16 kHz output plus a few small buffers, never the source at its own rate and channel count. With
-``max_duration`` the decoding stops as soon as the output passes the limit.
+``max_duration`` a file whose header declares a longer duration is refused before any decoding,
+and otherwise the decoding stops as soon as the output passes the limit.
 
 Every failure is an :class:`AudioError` with a short machine-readable ``code``; PyAV's own
 exceptions never escape. A path that does not exist raises the built-in ``FileNotFoundError``.
@@ -42,6 +43,9 @@ AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | np
 
 # Output this much past max_duration is tolerated (resampler rounding), in samples: 1 ms.
 _DURATION_SLACK = SAMPLE_RATE // 1000
+# A header's declared length may pass max_duration by this factor (plus 1 s) before the file is
+# refused without decoding: declared lengths are rounded, and some are estimates.
+_DECLARED_SLACK = 1.01
 # Most channels a 2-D numpy array may have on its channel axis.
 _MAX_ARRAY_CHANNELS = 64
 # Output array: reserved for at least this many samples, and at most this many up front.
@@ -297,8 +301,11 @@ def _sanitise(samples: np.ndarray) -> np.ndarray:
 # --- decoding ----------------------------------------------------------------------------------
 
 
-def _too_long(max_duration: float, what: str, exact: float | None = None) -> AudioTooLongError:
-    if exact is not None:
+def _too_long(max_duration: float, what: str, exact: float | None = None, declared: bool = False) -> AudioTooLongError:
+    if exact is not None and declared:
+        found = (f"{what} declares {exact:.1f} s of audio in its header, over the limit of "
+                 f"max_duration={max_duration:g} s (refused before decoding)")
+    elif exact is not None:
         found = f"{what} is {exact:.1f} s long, over the limit of max_duration={max_duration:g} s"
     else:
         found = f"{what} goes on past the limit of max_duration={max_duration:g} s (decoding stopped there)"
@@ -385,8 +392,12 @@ def _decode(file, what: str, max_duration: float | None) -> np.ndarray:
         stream = audio_streams[0]
         if stream.codec_context is None or not stream.codec_context.name:
             raise UndecodableAudioError(f"Could not use {what}: its audio codec is not supported.")
+        _check_pcm_header(container, stream, what)
+        expected = _expected_samples(container, stream)
+        if limit is not None and expected is not None and expected > limit * _DECLARED_SLACK + SAMPLE_RATE:
+            raise _too_long(max_duration, what, exact=expected / SAMPLE_RATE, declared=True)
         converter = _Mono16k()
-        output = _Output(_expected_samples(container, stream), limit)
+        output = _Output(expected, limit)
 
         def take(new: list[np.ndarray]) -> None:
             for chunk in new:
@@ -446,6 +457,28 @@ def _decode(file, what: str, max_duration: float | None) -> np.ndarray:
             )
         raise EmptyAudioError(f"The audio is empty: no audio samples were found in {what}.")
     return output.result()
+
+
+_PCM_BYTES = {"u8": 1, "s8": 1, "s16": 2, "u16": 2, "s24": 3, "u24": 3, "s32": 4, "u32": 4, "f32": 4, "f64": 8}
+
+
+def _check_pcm_header(container, stream, what: str) -> None:
+    """A WAV header whose bits per sample contradict its byte rate (7 bits, say, over 16-bit data)
+    would decode as noise: refuse it."""
+    codec = stream.codec_context
+    if container.format is None or container.format.name != "wav" or not codec.name.startswith("pcm_"):
+        return
+    size = _PCM_BYTES.get(codec.name.removeprefix("pcm_")[:3].rstrip("lbe"))
+    channels = len(codec.layout.channels) if codec.layout is not None else 0
+    if not size or not channels or not codec.sample_rate or not codec.bit_rate:
+        return
+    expected = codec.sample_rate * channels * size * 8
+    if abs(codec.bit_rate - expected) > expected // 100:
+        raise UndecodableAudioError(
+            f"Could not use {what}: its WAV header contradicts itself (its bits per sample make {size}-byte "
+            f"samples, {expected // 8} bytes a second, but it declares {codec.bit_rate // 8} bytes a second). "
+            "It is corrupt; write it again as 16-bit PCM WAV, FLAC or another common format."
+        )
 
 
 def _expected_samples(container, stream) -> int | None:

@@ -10,20 +10,26 @@ no HTTP library would be: stalled headers, stalled bodies, a byte at a time, bad
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import re
 import socket
+import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from malformed_uploads import tone, wav
 from service_server import ServerProcess, server_process
 from speech_fixtures import speech_clips
 
 from service.errors import HTTP_CODES
-from tagger import AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError
+from tagger import AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError, load_audio
+from tagger.audio import write_flac
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 TAGS = "/v1/audio/tags"
@@ -33,13 +39,14 @@ MAX_UPLOADS = 4
 UPLOAD_MB = 4
 BUFFERED_MB = 6
 MAX_DURATION = 60
+HELD = 20  # EARMARK_MAX_AUDIO_HELD: seconds
 ORIGIN = "https://app.example"
 
 ENV = {"EARMARK_MODEL": "tiny.en", "EARMARK_DEVICE": "cpu", "EARMARK_IDLE_TIMEOUT": str(IDLE),
        "EARMARK_MIN_UPLOAD_RATE": "10", "EARMARK_MAX_UPLOADS": str(MAX_UPLOADS),
        "EARMARK_MAX_UPLOAD_MB": str(UPLOAD_MB), "EARMARK_MAX_BUFFERED_MB": str(BUFFERED_MB),
        "EARMARK_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT), "EARMARK_MAX_DURATION": str(MAX_DURATION),
-       "EARMARK_CORS_ORIGINS": ORIGIN}
+       "EARMARK_CORS_ORIGINS": ORIGIN, "EARMARK_MAX_AUDIO_HELD": str(HELD)}
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +356,73 @@ def test_the_readme_lists_every_error_code():
     table = readme[readme.index("### Errors"):readme.index("### Metrics")]
     missing = sorted(code for code in codes if f"`{code}`" not in table)
     assert not missing, f"the README's error table lacks {missing}"
+
+
+# --------------------------------------------------------------------------- 3. bounded memory per request
+
+
+def silence_flac(seconds: float, declared: bool = True) -> bytes:
+    """Digital silence as FLAC (a few kB a minute); ``declared=False`` zeroes the total-samples field of
+    its STREAMINFO, so that its length is known only by decoding it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "silence.flac"
+        write_flac(path, np.zeros(round(seconds * 16000), np.int16))
+        data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    if not declared:
+        fields = int.from_bytes(data[18:26], "big")
+        data[18:26] = (fields & ~((1 << 36) - 1)).to_bytes(8, "big")
+    return bytes(data)
+
+
+def peak_bytes(function) -> int:
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_long_declared_duration_is_refused_before_decoding_and_an_undeclared_one_at_the_limit():
+    half_hour = 1800
+    declared, undeclared = silence_flac(half_hour), silence_flac(half_hour, declared=False)
+    assert len(declared) < 2_000_000
+
+    def load(data: bytes) -> None:
+        with pytest.raises(AudioTooLongError) as caught:
+            load_audio(data, max_duration=300)
+        messages.append(str(caught.value))
+
+    messages: list[str] = []
+    refused = peak_bytes(lambda: load(declared))
+    stopped = peak_bytes(lambda: load(undeclared))
+    assert "declares 1800.0 s" in messages[0] and "before decoding" in messages[0]
+    assert "decoding stopped there" in messages[1]
+    assert refused < 2_000_000, refused  # nothing decoded
+    whole = half_hour * 16000 * 4
+    limit = 300 * 16000 * 4
+    assert limit <= stopped < 1.6 * limit < whole, stopped  # decoded up to the limit, not the whole half hour
+
+
+def test_the_server_refuses_a_declared_long_file_at_once(server: ServerProcess):
+    data = silence_flac(20 * 60)
+    started = time.monotonic()
+    response = httpx.post(server.url + TRANSCRIBE, files={"file": ("silence.flac", data)}, timeout=60)
+    error = check_error(response, 413)
+    assert error["code"] == "audio_too_long" and "declares 1200.0 s" in error["message"], error
+    assert time.monotonic() - started < 10
+
+
+def test_decoded_audio_held_at_once_is_capped(server: ServerProcess):
+    data = wav(tone(HELD * 0.7), 16000)  # four at once: the first holds 14 s, the next would pass 20 s
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(client.post(TRANSCRIBE, files={"file": ("a.wav", data)}) for _ in range(4)))
+
+    responses = asyncio.run(run())
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200 and statuses[-1] == 503, statuses
+    busy = [r for r in responses if r.status_code == 503]
+    assert all(check_error(r, 503)["code"] == "server_busy" and r.headers["retry-after"] for r in busy)

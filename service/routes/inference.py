@@ -60,6 +60,7 @@ async def run_job(request: Request, engine: Engine, settings: Settings, metrics:
     assert engine.batcher is not None
     started = time.perf_counter()
     deadline = time.monotonic() + settings.request_timeout
+    held = 0.0  # seconds of decoded audio this request holds
     try:
         ticket = engine.batcher.reserve()
     except QueueFull as error:
@@ -76,6 +77,11 @@ async def run_job(request: Request, engine: Engine, settings: Settings, metrics:
             raise bad_request(str(error)) from None
         except MemoryError:
             raise ApiError(413, "the audio is too large to process", "audio_too_large", param="file") from None
+        if not engine.hold_audio(job.duration):
+            metrics.rejected.labels("audio_held").inc()
+            raise unavailable(f"the server holds too much decoded audio right now (its limit is "
+                              f"{settings.max_audio_held:g} s); retry later", "server_busy", QUEUE_RETRY_AFTER)
+        held = job.duration
         result = await engine.batcher.run(ticket, job, deadline, request.is_disconnected,
                                           getattr(request.state, "request_id", None))
     except DeadlineExceeded:
@@ -88,6 +94,7 @@ async def run_job(request: Request, engine: Engine, settings: Settings, metrics:
         raise unavailable("the server is shutting down", "shutting_down", QUEUE_RETRY_AFTER) from None
     finally:
         ticket.cancel()
+        engine.release_audio(held)
     elapsed = time.perf_counter() - started
     metrics.audio_seconds.labels(task).inc(result.duration)
     if result.duration > 0:
