@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import sys
+import threading
+import time
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +41,9 @@ SCENES = ROOT / "tests" / "fixtures" / "scenes"
 TRANSCRIPTS = dict(line.split("\t", 1) for line in (SPEECH / "transcripts.tsv").read_text().splitlines()[1:])
 API_KEY = "page-test-key"
 UPLOAD_LIMIT_MB = 1  # the fixtures are smaller; a larger file shows the page's answer to 413
-SERVER_ENV = {"EARMARK_MODEL": "tiny.en", "EARMARK_API_KEYS": API_KEY, "EARMARK_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}
+# one request at a time: a second one while another runs shows the page's answer to 503 (queue full)
+SERVER_ENV = {"EARMARK_MODEL": "tiny.en", "EARMARK_API_KEYS": API_KEY, "EARMARK_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
+              "EARMARK_QUEUE_SIZE": "1"}
 KEY_STORAGE = "earmark-api-key"  # service/static/app.js
 WAIT_MS = 180_000  # a transcription on a busy 2-core machine
 MIC_CLIP = "asterisk-en-ss-noservice.flac"
@@ -281,6 +285,82 @@ def test_a_file_over_the_upload_limit_shows_the_limit(tab, tmp_path):
     expect(error).to_contain_text("The file is too big for this server")
     expect(error).to_contain_text(f"limit of {UPLOAD_LIMIT_MB} MB")
     assert tab.errors(allowed=(r"status of 413",)) == []
+
+
+def test_a_busy_server_says_so_and_when_to_try_again(tab, server):
+    clip = SPEECH / "asterisk-en-demo-echotest.flac"
+    body = clip.read_bytes()
+    stop = threading.Event()
+
+    def keep_busy() -> None:  # other clients' requests, one after another, holding the server's one place
+        with httpx.Client(headers=server.headers(), timeout=300) as client:
+            while not stop.is_set():
+                answer = client.post(f"{server.url}/v1/audio/transcriptions", files={"file": (clip.name, body)})
+                if answer.status_code == 503:
+                    time.sleep(0.05)
+
+    others = [threading.Thread(target=keep_busy) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    try:
+        error = tab.page.locator("#error")
+        for _ in range(3):  # the page's request might land in the moment between two others: then again
+            time.sleep(0.5)
+            tab.page.set_input_files("#file", str(clip))
+            tab.page.wait_for_function("() => document.querySelector('#status-text').textContent.startsWith('Done')"
+                                       " || !document.querySelector('#error').hidden", timeout=WAIT_MS)
+            if error.is_visible():
+                break
+        expect(error).to_have_text("The server is busy with other requests. Try again in 1 second.")
+    finally:
+        stop.set()
+        for thread in others:
+            thread.join(timeout=300)
+    assert tab.errors(allowed=(r"status of 503",)) == []
+
+
+def test_a_running_request_can_be_cancelled(tab):
+    page = tab.page
+    page.set_input_files("#file", str(SPEECH / "asterisk-en-demo-echotest.flac"))
+    expect(page.locator("#status-text")).to_contain_text("Transcribing", timeout=30_000)
+    expect(page.locator("#progress")).to_be_visible()
+    page.click("#cancel")
+    expect(page.locator("#status-text")).to_have_text("Cancelled.")
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#results")).to_be_hidden()
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#run")).to_be_enabled()  # the same audio can run again
+    assert tab.errors() == []
+
+
+def test_every_control_is_reachable_with_the_keyboard(tab):
+    page = tab.page
+    tab.upload(SPEECH / "asterisk-en-vm-nobox.flac")
+    reached = []
+    page.locator("body").focus()
+    for _ in range(80):  # once round the page
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("() => { const e = document.activeElement;"
+                                     " return e.id || e.dataset.format || e.classList[0] || e.tagName; }"))
+        if reached.count(reached[0]) == 2:
+            break
+    for control in ("file", "record", "language", "tags", "resolution", "topk", "run", "player", "seg", "cell",
+                    "text", "srt", "vtt", "verbose_json"):
+        assert control in reached, (control, reached)
+    assert reached.count("cell") == 1  # the timeline is one stop; arrow keys move inside it
+    # a segment plays with Enter
+    page.evaluate("document.querySelector('#player').pause()")
+    page.locator("#segments .seg").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => !document.querySelector('#player').paused || "
+                           "document.querySelector('.seg.current') !== null")
+    # labels for screen readers: every form control has one, the live regions are marked
+    unlabelled = page.evaluate("() => [...document.querySelectorAll('input, select, button, audio')]"
+                               ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')"
+                               " && !e.textContent.trim()).map(e => e.id || e.outerHTML)")
+    assert unlabelled == []
+    assert page.get_attribute("#status", "role") == "status" and page.get_attribute("#error", "role") == "alert"
+    assert tab.errors() == []
 
 
 def test_selecting_a_segment_or_a_timeline_cell_moves_the_player(tab):

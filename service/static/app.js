@@ -129,7 +129,7 @@ function explain(status, body, retryAfter) {
     message = (body || "").slice(0, 200);
   }
   const why = message ? ` (${message})` : "";
-  const wait = retryAfter ? `${retryAfter} seconds` : "a moment";
+  const wait = retryAfter ? `${retryAfter} second${Number(retryAfter) === 1 ? "" : "s"}` : "a moment";
   if (status === 413) {
     return `The file is too big for this server${why}. Choose a shorter or smaller file, or cut it into parts.`;
   }
