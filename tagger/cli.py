@@ -17,12 +17,15 @@ from .pipeline import DEFAULT_TAG_RESOLUTION, load_model
 from .train.convert import add_convert_head_arguments, run_convert_head
 from .train.evaluate import add_evaluate_arguments, run_evaluate
 from .train.extract import add_extract_arguments, run_extract
+from .train.labelling import add_label_arguments, run_label
 from .train.trainer import add_train_arguments, run_train
 from .writers import FORMATS, render
 
 # Commands that bring their own model handling: name -> (help, add arguments, run)
 TRAINING_COMMANDS = {
     "extract": ("encoder features of a labeled data set, cached for training", add_extract_arguments, run_extract),
+    "label": ("a teacher's 527 AudioSet probabilities for each clip and tag window, for distillation",
+              add_label_arguments, run_label),
     "train": ("train a tagging head on cached features", add_train_arguments, run_train),
     "evaluate": ("mAP, AUC, d-prime (and k-fold cross-validation) of a head", add_evaluate_arguments, run_evaluate),
     "convert-head": ("convert an official Whisper-AT .pth head to safetensors + card", add_convert_head_arguments,

@@ -30,16 +30,10 @@ from tagger.heads import HeadCard, LoadedHead, TLTr, create_head, load_head
 from tagger.labels import Label, LabelSet, audioset
 from tagger.train.convert import add_convert_head_arguments, run_convert_head
 from tagger.train.datasets import default_multi_label, load_dataset, resolve_labels
-from tagger.train.evaluate import (
-    add_evaluate_arguments,
-    evaluate_head,
-    label_mapping,
-    run_evaluate,
-    score_clips,
-    window_spans,
-)
+from tagger.train.evaluate import add_evaluate_arguments, evaluate_head, run_evaluate
 from tagger.train.features import CacheMismatchError, FeatureCache, extract_features, join_caches
 from tagger.train.metrics import average_precision, compute_metrics, d_prime, roc_auc
+from tagger.train.scoring import label_mapping, score_clips, window_spans
 from tagger.train.trainer import (
     BatchMaker,
     TrainConfig,

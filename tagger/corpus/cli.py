@@ -31,6 +31,18 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--cache", type=Path, default=None, help="package cache (default: the user cache folder)")
     fetch.add_argument("--slice", choices=("full", "small"), default="full")
 
+    pool = commands.add_parser("build-pool", help="build the distillation pool: every sound of many packages, in pieces",
+                               description="Every audio file of the corpus packages and more, plus the synthesised "
+                                           "sources, cut into pieces of at most 10 s, with variants and mixtures, "
+                                           "split by recording (resumable).")
+    pool.add_argument("--out", type=Path, required=True, help="the pool folder to write")
+    pool.add_argument("--corpus", type=Path, default=None,
+                      help="a folder written by build-default: its recordings keep their splits in the pool")
+    pool.add_argument("--cache", type=Path, default=None, help="package cache (default: the user cache folder)")
+    pool.add_argument("--seed", type=int, default=0)
+    pool.add_argument("--package-minutes", type=float, default=25.0,
+                      help="plain pieces one package gives, at most, in minutes (default: 25)")
+
     train = commands.add_parser("train-default", help="train and compare heads on the default corpus",
                                 description="Extract features for each model, train each head type, report test "
                                             "mAP and cost, and optionally install one type as the default heads.")
@@ -74,6 +86,15 @@ def run_data(args: argparse.Namespace) -> int:
         collected = collect_sources(args.cache, args.slice)
         print(f"{len(collected.packages)} packages, {len(collected.sources)} sources, in "
               f"{time.perf_counter() - started:.0f} s")
+        return 0
+    if args.data_command == "build-pool":
+        from .pool import PoolConfig, build_default_pool
+
+        report = build_default_pool(args.out, args.cache, args.corpus,
+                                    PoolConfig(seed=args.seed, package_minutes=args.package_minutes))
+        print(f"{len(report.pieces)} pieces, {report.hours():.2f} hours ("
+              + ", ".join(f"{s} {report.hours(s):.2f}" for s in ("train", "dev", "test"))
+              + f"), in {report.seconds:.0f} s: {args.out / 'POOL.md'}")
         return 0
     if args.data_command == "build-default":
         from .build import BuildConfig

@@ -25,7 +25,7 @@ import numpy as np
 from ..audio import load_audio
 from .build import Source
 from .packages import Package
-from .unpack import read_opensfx_cat, read_rcc
+from .unpack import UnpackError, read_opensfx_cat, read_rcc
 
 MAPPING_TABLE = Path(__file__).resolve().parent / "sources.csv"
 ARCHIVES = {".rcc": read_rcc, ".cat": read_opensfx_cat}
@@ -81,10 +81,16 @@ def _decode_bytes(data: bytes) -> np.ndarray:
     return load_audio(data)
 
 
-def package_sources(package: Package, rules: list[Rule]) -> list[Source]:
-    """The package's recordings that a rule labels, one ``Source`` per distinct file content."""
+AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".oga", ".flac", ".mp3", ".opus", ".au", ".aif", ".aiff", ".spx", ".m4a"})
+
+
+def package_sources(package: Package, rules: list[Rule], every_file: bool = False,
+                    seen: set[str] | None = None) -> list[Source]:
+    """The package's recordings that a rule labels, one ``Source`` per distinct file content.
+    ``every_file``: also every other audio file (and every sound inside its archives), unlabelled.
+    ``seen``: digests of files already taken (shared across packages to drop copies)."""
     mine = [rule for rule in rules if rule.package == package.name]
-    if not mine:
+    if not mine and not every_file:
         return []
 
     def rule_for(name: str) -> Rule | None:
@@ -92,25 +98,32 @@ def package_sources(package: Package, rules: list[Rule]) -> list[Source]:
         return next((rule for rule in mine if rule.pattern.match(key)), None)
 
     sources: list[Source] = []
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
 
     def add(name: str, data: bytes, load) -> None:
         rule = rule_for(name)
-        if rule is None:
+        if rule is None and not (every_file and Path(name).suffix.lower() in AUDIO_SUFFIXES):
             return
         digest = hashlib.sha1(data).hexdigest()
         if digest in seen:
             return
         seen.add(digest)
-        group = rule.text if rule.one_recording else family(name)
-        sources.append(Source(source_id=f"{package.name}:{name}", group=f"{package.name}:{group}", labels=rule.labels,
-                              origin=package.name, load=load))
+        group = rule.text if rule is not None and rule.one_recording else family(name)
+        sources.append(Source(source_id=f"{package.name}:{name}", group=f"{package.name}:{group}",
+                              labels=rule.labels if rule is not None else (), origin=package.name, load=load))
 
     for name, path in _files(package.root):
-        reader = ARCHIVES.get(path.suffix.lower())
-        if reader is not None and any(f"{path.suffix.lower()}/" in rule.text for rule in mine):
+        suffix = path.suffix.lower()
+        reader = ARCHIVES.get(suffix)
+        if reader is not None and any(f"{suffix}/" in rule.text for rule in mine):
             for inner, data in reader(path):
                 add(f"{name}/{inner}", data, partial(_decode_bytes, data))
-        elif rule_for(name) is not None:
+        elif reader is not None and every_file:
+            try:
+                for inner, data in reader(path):
+                    add(f"{name}/{inner}", data, partial(_decode_bytes, data))
+            except UnpackError:  # an archive of another kind under the same suffix
+                continue
+        elif rule_for(name) is not None or (every_file and suffix in AUDIO_SUFFIXES):
             add(name, path.read_bytes(), partial(load_audio, path))
     return sources

@@ -1,10 +1,4 @@
-"""Scoring clips with a head, and ``earmark evaluate``.
-
-A clip is scored the way the tagger serves it: its real steps are cut into tag windows of
-``window`` seconds (10 s = 25 steps), the last one shorter, never padded; every window goes
-through the head; the clip's score per class is the **max** over its windows of the sigmoid
-(multi-label heads: a sound present anywhere is present in the clip) or the **mean** over its
-windows of the softmax (single-label heads). A clip of at most one window is simply that window.
+"""``earmark evaluate``: a head's scores on labelled clips (scored as ``scoring`` says).
 
 ``earmark evaluate`` reports mAP, mAUC, d-prime (and accuracy for single-label sets) of a head on
 cached features (``--features``) or on labeled audio extracted on the fly (``--data``), with
@@ -21,8 +15,6 @@ import json
 import logging
 import math
 import sys
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,78 +27,12 @@ from ..labels import LabelSet
 from ..tagging import steps_per_window
 from .features import ArrayFeatures
 from .metrics import Metrics, compute_metrics
+from .scoring import label_mapping, score_clips
+from .trainer import TrainConfig, TrainData, add_training_options, config_from_args, setup_threads, train_head
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 10.0
-
-
-def window_spans(n_steps: int, window_steps: int) -> list[tuple[int, int]]:
-    """The tag windows ``[start, stop)`` of a clip of ``n_steps`` steps (the last may be shorter)."""
-    n_steps = max(1, n_steps)
-    return [(start, min(n_steps, start + window_steps)) for start in range(0, n_steps, window_steps)]
-
-
-@torch.inference_mode()
-def score_clips(
-    module: torch.nn.Module,
-    features: Sequence[Any],
-    window_steps: int,
-    multi_label: bool,
-    *,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-) -> np.ndarray:
-    """Clip-level probabilities ``[N, C]`` of ``features`` (each ``[L, T_i, D]``, numpy or torch)
-    under ``module`` (a head, in eval mode): windows of the same length are batched together."""
-    device = torch.device(device)
-    n_classes = module.n_classes
-    dtype = next(module.parameters()).dtype
-    by_length: dict[int, list[tuple[int, int]]] = defaultdict(list)  # length -> [(clip, start)]
-    n_windows = np.zeros(len(features), dtype=np.int64)
-    for clip, feat in enumerate(features):
-        for start, stop in window_spans(int(feat.shape[1]), window_steps):
-            by_length[stop - start].append((clip, start))
-            n_windows[clip] += 1
-    out = np.full((len(features), n_classes), -np.inf if multi_label else 0.0, dtype=np.float64)
-    use_amp = amp and device.type == "cuda"
-    for length in sorted(by_length):
-        items = by_length[length]
-        for first in range(0, len(items), batch_size):
-            chunk = items[first : first + batch_size]
-            batch = np.stack([np.asarray(features[clip][:, start : start + length]) for clip, start in chunk])
-            x = torch.from_numpy(batch).to(device=device, non_blocking=True).to(dtype)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                logits = module(x).float()
-            probs = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).cpu().numpy()
-            clips = np.array([clip for clip, _ in chunk])
-            if multi_label:
-                np.maximum.at(out, clips, probs)
-            else:
-                np.add.at(out, clips, probs)
-    if not multi_label:
-        out /= np.maximum(n_windows, 1)[:, None]
-    return out.astype(np.float32)
-
-
-def label_mapping(head_labels: LabelSet, data_labels: LabelSet) -> tuple[np.ndarray, np.ndarray]:
-    """``(data_columns, head_columns)``: the classes both label sets share, matched by mid.
-
-    Identical sets map one to one. ValueError when they share no class."""
-    if head_labels.mids == data_labels.mids:
-        every = np.arange(len(data_labels))
-        return every, every
-    head_index = {mid.casefold(): i for i, mid in enumerate(head_labels.mids)}
-    pairs = [(i, head_index[mid.casefold()]) for i, mid in enumerate(data_labels.mids) if mid.casefold() in head_index]
-    if not pairs:
-        raise ValueError(
-            f"the head's labels ({head_labels.name!r}, {len(head_labels)} classes) and the data's labels "
-            f"({data_labels.name!r}, {len(data_labels)} classes) share no class by mid; evaluate a head "
-            f"trained for this label set"
-        )
-    data_cols, head_cols = zip(*pairs)
-    return np.array(data_cols), np.array(head_cols)
 
 
 @dataclass
@@ -260,14 +186,12 @@ class FoldResult:
     metrics: Metrics
 
 
-def cross_validate(data: Any, config: Any, work_dir: Path, *, window: float = DEFAULT_WINDOW,
+def cross_validate(data: TrainData, config: TrainConfig, work_dir: Path, *, window: float = DEFAULT_WINDOW,
                    eval_batch_size: int = 64, command_line: str | None = None) -> tuple[list[FoldResult], dict]:
     """k-fold cross-validation over ``data.folds()``: for each fold, train a head (``config``, a
     ``TrainConfig``) on the other folds with no dev set (the checkpoint-averaged model is kept, so
     the held-out fold never steers training), and evaluate it on the held-out fold.
     Returns the per-fold results and a summary: mean and sample standard deviation (ddof=1)."""
-    from .trainer import train_head
-
     folds = data.folds()
     if folds is None:
         raise ValueError(f"{getattr(data, 'path', 'the data')} has no fold column; cross-validation needs one")
@@ -305,7 +229,6 @@ def _clean(value: float) -> float | None:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    from .trainer import add_training_options
 
     parser.add_argument("--head", default=None, help="the head to evaluate (.safetensors + .json card, or a Whisper-AT .pth)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -339,7 +262,6 @@ def _print_metrics(metrics: dict, stream=sys.stdout) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .trainer import config_from_args, setup_threads
 
     setup_threads(getattr(args, "threads", None))
     try:

@@ -75,6 +75,8 @@ __all__ = [
 FORMAT = "earmark-features"
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
+STEP_SAMPLES = SAMPLE_RATE * POOL_FRAMES * 2 // 100  # 6400: one 0.4 s step
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
 SEGMENT_TOLERANCE = 1.0  # seconds: a file this much longer than its segment is cut to the segment
 _NPY_HEADER = 128  # bytes; room for the shape of any array we write, so it can be rewritten in place
 _SHARD_RE = re.compile(r"^shard-r(\d+)-(\d+)\.npy$")
@@ -124,21 +126,57 @@ class ExtractReport:
 # --------------------------------------------------------------------------- the single pass
 
 
+def packs(lengths: Sequence[int]) -> list[list[int]]:
+    """Consecutive clips grouped to share one 30 s window: each clip takes its length rounded up to
+    the 0.4 s step, and a group holds as many as fit in 30 s (a longer clip is a group of its own)."""
+    groups: list[list[int]] = []
+    used = WINDOW_SAMPLES + 1
+    for i, n in enumerate(lengths):
+        size = math.ceil(n / STEP_SAMPLES) * STEP_SAMPLES
+        if used + size > WINDOW_SAMPLES:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += size
+    return groups
+
+
 def clip_features(model, audios: Sequence[np.ndarray], batch_size: int | None = None,
-                  bf16: bool = False) -> list[np.ndarray]:
+                  bf16: bool = False, pack: bool = False) -> list[np.ndarray]:
     """Pooled encoder features of in-memory clips (16 kHz mono float32), ``[L, T, D]`` float16 each,
     ``T = ceil(content_frames / 40)``: the inference path, with the windows of all clips batched
     into encoder calls of at most ``batch_size`` windows (default: the model's encode batch size).
-    ``bf16``: the encoder under bfloat16 autocast (``Backbone.encode``)."""
+    ``bf16``: the encoder under bfloat16 autocast (``Backbone.encode``).
+
+    ``pack``: short clips share a window (``packs``): each starts on the 0.4 s grid, after the
+    previous one and the zeros up to that grid, and gets the steps over its own audio. The encoder
+    then costs what the hours of audio cost, not what the number of clips does; each clip is heard
+    beside other sounds, as a stretch of a real recording is."""
     batch_size = batch_size or model.encode_batch_size
-    jobs = []
+    clips = []
     for audio in audios:
         samples = np.ascontiguousarray(audio, dtype=np.float32)
-        if samples.ndim != 1 or samples.shape[0] < HOP_LENGTH:  # one 10 ms mel frame
+        if samples.ndim != 1 or samples.shape[0] < HOP_LENGTH:  # one 10 ms frame
             raise EmptyAudioError(f"a clip of {samples.shape[-1] if samples.ndim else 0} samples is shorter than one 10 ms frame")
-        jobs.append(AudioJob(model, samples, None, None, model.window_options))
+        clips.append(samples)
+    groups = packs([len(c) for c in clips]) if pack else [[i] for i in range(len(clips))]
+    jobs = []
+    for group in groups:
+        joined = np.zeros(sum(math.ceil(len(clips[i]) / STEP_SAMPLES) * STEP_SAMPLES for i in group), np.float32)
+        at = 0
+        for i in group:
+            joined[at : at + len(clips[i])] = clips[i]
+            at += math.ceil(len(clips[i]) / STEP_SAMPLES) * STEP_SAMPLES
+        jobs.append(AudioJob(model, joined if len(group) > 1 else clips[group[0]], None, None, model.window_options))
     pooled = pooled_features(model.backbone, jobs, batch_size, bf16)
-    return [series.to(torch.float16).contiguous().numpy() for series in pooled]
+    out: list[np.ndarray] = [np.empty(0)] * len(clips)
+    for group, series in zip(groups, pooled):
+        step = 0
+        for i in group:
+            n = math.ceil(len(clips[i]) / STEP_SAMPLES)
+            out[i] = series[:, step : step + n].to(torch.float16).contiguous().numpy()
+            step += n
+    return out
 
 
 def prepare_audio(clip: Clip, audio: np.ndarray, max_duration: float | None = None) -> np.ndarray:
@@ -377,7 +415,8 @@ def _header_elements(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | None, bf16: bool = False) -> dict:
+def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | None, bf16: bool = False,
+              pack: bool = False) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -387,6 +426,7 @@ def _new_meta(model, labels: LabelSet, multi_label: bool, max_duration: float | 
         "d_model": model.backbone.d_model,
         "dtype": "float16",
         "encoder_autocast": "bfloat16" if bf16 else None,  # None: the encoder ran as it serves
+        "packed": bool(pack),  # short clips shared 30 s windows
         "layout": "per clip [n_layers, n_steps, d_model] row-major in a flat 1-D shard; offset in elements",
         "steps_per_second": STEPS_PER_SECOND,
         "pool_frames": POOL_FRAMES,
@@ -425,6 +465,10 @@ def _check_compatible(existing: dict, meta: dict, out: Path) -> None:
         raise CacheMismatchError(
             f"the feature cache {out} was extracted with the encoder in {_precision(existing)}, not {_precision(meta)}; "
             "pass the same --bf16 setting or use another --out directory")
+    if bool(existing.get("packed")) != meta["packed"]:
+        raise CacheMismatchError(
+            f"the feature cache {out} was extracted {'with' if existing.get('packed') else 'without'} packing; "
+            "pass the same --pack setting or use another --out directory")
     if existing.get("max_duration") != meta["max_duration"]:
         raise CacheMismatchError(
             f"the feature cache {out} was extracted with max_duration={existing.get('max_duration')}, "
@@ -459,7 +503,7 @@ def _decode(clip: Clip, max_duration: float | None) -> tuple[np.ndarray | None, 
     return audio, None
 
 
-def _decoded(clips: Sequence[Clip], max_duration: float | None, workers: int, lookahead: int
+def decode_ahead(clips: Sequence[Clip], max_duration: float | None, workers: int, lookahead: int
              ) -> Iterator[tuple[Clip, np.ndarray | None, str | None]]:
     """Decode clips in order, ``workers`` threads ahead of the consumer (0: inline)."""
     if workers <= 0:
@@ -492,6 +536,7 @@ def extract_features(
     decode_workers: int | None = None,
     on_flush: Callable[[int], None] | None = None,
     bf16: bool = False,
+    pack: bool = False,
 ) -> ExtractReport:
     """Extract ``clips`` into the cache at ``out`` (created, or resumed: clips already there are
     skipped). Unreadable clips, clips shorter than 10 ms and clips whose labels do not fit
@@ -503,6 +548,7 @@ def extract_features(
     ``decode_workers``: threads decoding ahead of the encoder (default 1 on CPU, 4 on CUDA).
     ``on_flush(n_done)`` is called after each flush (tests use it to interrupt a run).
     ``bf16``: the encoder under bfloat16 autocast, recorded in the index; a cache is never mixed.
+    ``pack``: short clips share 30 s windows (``clip_features``), recorded in the index too.
 
     Under torch.distributed (``distributed.init_distributed``) each rank takes an interleaved
     share; every rank must call this with the same arguments. The report covers all ranks.
@@ -513,7 +559,7 @@ def extract_features(
     if max_duration is not None and not max_duration > 0:
         raise ValueError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
     rank, world = distributed.rank(), distributed.world_size()
-    meta = _new_meta(model, labels, multi_label, max_duration, bf16)
+    meta = _new_meta(model, labels, multi_label, max_duration, bf16, pack)
     order = {clip.clip_id: i for i, clip in reversed(list(enumerate(clips)))}
 
     error: str | None = None
@@ -556,7 +602,7 @@ def extract_features(
         nonlocal n_done, audio_seconds, since_flush
         if not group:
             return
-        features = clip_features(model, [audio for _, _, audio in group], batch_size, bf16)
+        features = clip_features(model, [audio for _, _, audio in group], batch_size, bf16, pack)
         for (clip, indices, audio), feats in zip(group, features):
             writer.add(clip, indices, feats, len(audio) / SAMPLE_RATE)
             audio_seconds += len(audio) / SAMPLE_RATE
@@ -574,7 +620,7 @@ def extract_features(
         group: list[tuple[Clip, list[int], np.ndarray]] = []
         windows = 0
         lookahead = max(2, 2 * batch_size)
-        for clip, audio, reason in _decoded(mine, max_duration, decode_workers, lookahead):
+        for clip, audio, reason in decode_ahead(mine, max_duration, decode_workers, lookahead):
             if audio is None:
                 skip(clip.clip_id, reason or "unreadable")
                 bar.update(1)
@@ -590,7 +636,7 @@ def extract_features(
                 bar.update(1)
                 continue
             group.append((clip, indices, audio))
-            windows += max(1, math.ceil(len(audio) / SAMPLE_RATE / 30.0))
+            windows += len(audio) / WINDOW_SAMPLES if pack else max(1, math.ceil(len(audio) / WINDOW_SAMPLES))
             if windows >= batch_size:
                 run_group(group)
                 group, windows = [], 0
@@ -709,10 +755,11 @@ class ArrayFeatures:
 
     def __init__(self, features: list[np.ndarray], targets: np.ndarray, labels: LabelSet, multi_label: bool,
                  backbone: str | None = None, backbone_sha256: str | None = None,
-                 folds: np.ndarray | None = None, path: str = "<memory>"):
+                 folds: np.ndarray | None = None, path: str = "<memory>", clip_ids: list[str] | None = None):
         if not features:
             raise ValueError("no clips")
         self._features = features
+        self.clip_ids = list(clip_ids) if clip_ids is not None else [str(i) for i in range(len(features))]
         self._targets = np.asarray(targets, dtype=np.float32)
         self._folds = folds
         self.labels = labels
@@ -739,7 +786,8 @@ class ArrayFeatures:
         indices = [int(i) for i in indices]
         return ArrayFeatures([self._features[i] for i in indices], self._targets[indices], self.labels,
                              self.multi_label, self.backbone, self.backbone_sha256,
-                             None if self._folds is None else self._folds[indices], self.path)
+                             None if self._folds is None else self._folds[indices], self.path,
+                             [self.clip_ids[i] for i in indices])
 
 
 def join_caches(caches: Sequence[FeatureCache]) -> FeatureCache | ArrayFeatures:
@@ -764,4 +812,5 @@ def join_caches(caches: Sequence[FeatureCache]) -> FeatureCache | ArrayFeatures:
     return ArrayFeatures(features, np.concatenate([cache.targets() for cache in caches]), first.labels,
                          first.multi_label, first.backbone, first.backbone_sha256,
                          None if any(f is None for f in folds) else np.concatenate(folds),
-                         " + ".join(str(cache.path) for cache in caches))
+                         " + ".join(str(cache.path) for cache in caches),
+                         [clip_id for cache in caches for clip_id in cache.clip_ids])

@@ -21,6 +21,12 @@ The recipe (defaults; every number is a flag of ``earmark train``):
   Single-label sets (softmax + cross-entropy): ``(1 - eps) y + eps / C`` (sums to 1), mixed with lambda.
 - **Time masking** (after mixup): ``m`` consecutive steps, ``m`` uniform in 0..10 per 25 steps
   (scaled to the window), at a uniform start, set to zero in every layer.
+- **Distillation** (``--teacher-labels``, see ``labelling.TeacherTargets``): the targets are the
+  teacher's 527 AudioSet probabilities of each clip, mixed with the data's own labels where it has
+  them (``--hard-weight``); they are used as they are (no label smoothing), and mixup mixes them
+  with the same lambda. Balanced sampling counts a class as present where its target reaches
+  ``--teacher-threshold`` and is half balanced, half uniform (``sample_weights``). Dev metrics are
+  against the teacher alone, binarised at that threshold.
 - **Loss**: BCE with logits (multi-label) or cross-entropy on the soft targets (single-label).
 - **Optimiser**: Adam, betas (0.95, 0.999), weight decay 5e-7, lr 1e-4, batch 48 (the global
   batch: each of W ranks takes batch/W); lr x0.75 after epochs 15, 20, 25, ... (MultiStepLR).
@@ -54,7 +60,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -62,11 +68,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..heads import HEAD_TYPES, WEIGHTS_SUFFIX, Head, HeadCard, create_head, save_head
+from ..labels import LabelSet
 from ..tagging import steps_per_window
-from .evaluate import score_clips
 from .metrics import Metrics, compute_metrics
+from .scoring import score_clips
 
 log = logging.getLogger(__name__)
+
+class TrainData(Protocol):
+    """What the trainer reads: a ``FeatureCache``, ``ArrayFeatures`` or ``TeacherTargets``.
+    ``targets()`` are 0/1 (scores and balanced sampling use them); data with a ``soft_targets()``
+    method trains on those instead (distillation)."""
+
+    labels: LabelSet
+    multi_label: bool
+    n_layers: int
+    d_model: int
+
+    def __len__(self) -> int: ...
+
+    def features(self, i: int) -> np.ndarray: ...
+
+    def targets(self) -> np.ndarray: ...
+
 
 REFERENCE_STEPS = 25  # the reference's 10 s window; --time-mask is given per 25 steps
 STATE_FILE = "state.pt"
@@ -95,6 +119,9 @@ class TrainConfig:
     average_last: int | None = None  # None: epochs // 2
     select_by: str = "auto"  # "auto" (mAP, or accuracy for single-label), "mAP", "accuracy"
     seed: int = 0
+    # distillation (data with the teacher's probabilities, ``--teacher-labels``)
+    hard_weight: float = 0.3  # weight of the data's own labels against the teacher's, where it has them
+    teacher_threshold: float = 0.5  # teacher probability counted as present (dev metrics, balanced sampling)
     # how the run goes (a resumed run may change these)
     amp: bool = True  # CUDA only: autocast float16 + GradScaler
     bf16: bool = False  # autocast bfloat16 instead (CPU or CUDA; fast on CPUs with AVX512-BF16/AMX)
@@ -108,7 +135,7 @@ class TrainConfig:
 
     RESULT_FIELDS = ("head_type", "epochs", "batch_size", "lr", "lr_decay", "lr_decay_every", "lr_decay_start",
                      "betas", "weight_decay", "balanced", "mixup", "mixup_alpha", "label_smoothing", "time_mask",
-                     "window", "average_last", "select_by", "seed", "bf16")
+                     "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold")
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -159,15 +186,22 @@ def class_counts(targets: np.ndarray) -> np.ndarray:
     return (np.asarray(targets) > 0.5).sum(axis=0).astype(np.int64)
 
 
-def sample_weights(targets: np.ndarray) -> np.ndarray:
+def sample_weights(targets: np.ndarray, soft: bool = False) -> np.ndarray:
     """Whisper-AT's balanced-sampling weights: class weight 1000 / (count + 0.01), clip weight =
-    sum over its labels. Clips without any label count as one more class."""
+    sum over its labels. Clips without any label count as one more class.
+
+    ``soft`` (teacher labels, where ``targets`` are the teacher's probabilities at or above a
+    threshold): the balanced weights are averaged half and half with uniform ones. A rare class
+    among teacher labels is often a false positive of the teacher, and fully balanced sampling
+    would draw those few clips over and over; the uniform half keeps every clip in play."""
     positive = np.asarray(targets) > 0.5
     class_weight = 1000.0 / (positive.sum(axis=0) + 0.01)
     weights = positive.astype(np.float64) @ class_weight
     unlabeled = ~positive.any(axis=1)
     if unlabeled.any():
         weights[unlabeled] = 1000.0 / (unlabeled.sum() + 0.01)
+    if soft:
+        weights = 0.5 * weights / weights.sum() + 0.5 / len(weights)
     return weights
 
 
@@ -230,9 +264,10 @@ class BatchMaker:
     temporaries the size of the batch."""
 
     def __init__(self, features: list, targets: np.ndarray, config: TrainConfig, multi_label: bool,
-                 device: torch.device):
+                 device: torch.device, soft: bool = False):
         self.features = features
-        self.targets = (np.asarray(targets) > 0.5).astype(np.float32)
+        self.soft = soft  # targets are probabilities (a teacher's): used as they are, never smoothed
+        self.targets = np.asarray(targets, np.float32) if soft else (np.asarray(targets) > 0.5).astype(np.float32)
         self.config = config
         self.multi_label = multi_label
         self.device = device
@@ -261,7 +296,12 @@ class BatchMaker:
                 partner *= 1.0 - lam
                 x[row] += partner
                 mix = lam * labels + (1.0 - lam) * self.targets[other]
-                y[row] = (eps / n_classes + (1.0 - eps) * mix) if self.multi_label else (1.0 - eps) * mix + eps / n_classes
+                if self.soft:
+                    y[row] = mix
+                else:
+                    y[row] = (eps / n_classes + (1.0 - eps) * mix) if self.multi_label else (1.0 - eps) * mix + eps / n_classes
+            elif self.soft:
+                y[row] = labels
             elif self.multi_label:
                 y[row] = np.where(labels > 0.5, 1.0 - eps, eps / n_classes)
             else:
@@ -374,7 +414,7 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def _load_features(data: Any, preload: str) -> list:
+def _load_features(data: TrainData, preload: str) -> list:
     views = [data.features(i) for i in range(len(data))]
     if preload == "no":
         return views
@@ -398,7 +438,7 @@ def _available_memory() -> int:
     return 4 << 30
 
 
-def _data_summary(data: Any) -> dict:
+def _data_summary(data: TrainData) -> dict:
     counts = class_counts(data.targets())
     return {
         "path": str(getattr(data, "path", "")),
@@ -408,7 +448,7 @@ def _data_summary(data: Any) -> dict:
     }
 
 
-def _evaluate_module(module: Head, data: Any, config: TrainConfig, multi_label: bool, device: torch.device,
+def _evaluate_module(module: Head, data: TrainData, config: TrainConfig, multi_label: bool, device: torch.device,
                      features: list | None = None) -> Metrics:
     was_training = module.training
     module.eval()
@@ -452,8 +492,8 @@ def write_log(rows: list[EpochRow], path: Path) -> Path:
 
 
 def train_head(
-    train: Any,
-    dev: Any | None,
+    train: TrainData,
+    dev: TrainData | None,
     config: TrainConfig,
     out: str | Path,
     *,
@@ -535,8 +575,10 @@ def train_head(
             log.warning("--resume: no training state at %s; starting from scratch", states)
 
     features = _load_features(train, config.preload)
-    weights = sample_weights(train.targets()) if config.balanced else None
-    maker = BatchMaker(features, train.targets(), config, multi_label, device)
+    soft_targets = getattr(train, "soft_targets", None)
+    soft = soft_targets is not None
+    weights = sample_weights(train.targets(), soft) if config.balanced else None
+    maker = BatchMaker(features, soft_targets() if soft else train.targets(), config, multi_label, device, soft)
     dev_features = [dev.features(i) for i in range(len(dev))] if dev is not None and main else None
     n_steps = steps_per_epoch(len(train), config.batch_size)
     per_rank = config.batch_size // world
@@ -632,7 +674,7 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _finish(module: Head, train: Any, dev: Any | None, dev_features: list | None, config: TrainConfig, out: Path,
+def _finish(module: Head, train: TrainData, dev: TrainData | None, dev_features: list | None, config: TrainConfig, out: Path,
             avg_sum: dict | None, avg_count: int, best: dict | None, history: list[EpochRow], device: torch.device,
             multi_label: bool, seconds: float, command_line: str | None, world: int, write_plot: bool) -> TrainResult:
     assert avg_sum is not None and avg_count > 0
@@ -734,6 +776,12 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
                    help="dev metric choosing between the best epoch and the averaged model "
                         "(default: mAP; accuracy for single-label sets)")
     g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
+    g.add_argument("--hard-weight", type=float, default=d.hard_weight,
+                   help=f"with --teacher-labels: weight of the data's own labels against the teacher's, where it "
+                        f"has them (0: the teacher only; default: {d.hard_weight})")
+    g.add_argument("--teacher-threshold", type=float, default=d.teacher_threshold,
+                   help=f"with --teacher-labels: a teacher probability counted as present, for dev mAP and "
+                        f"balanced sampling (default: {d.teacher_threshold})")
     g.add_argument("--no-amp", action="store_true", help="no float16 autocast + loss scaling on CUDA")
     g.add_argument("--bf16", action="store_true",
                    help="autocast bfloat16 (CPU or CUDA): about 2x faster TL-Tr training on CPUs with AVX512-BF16/AMX")
@@ -748,6 +796,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", required=True, action="append",
                         help="training feature cache (from `earmark extract`); give it more than once to train on several caches of one model and label set (e.g. train and dev for a final fit)")
     parser.add_argument("--dev", default=None, help="dev feature cache for per-epoch mAP and model selection")
+    parser.add_argument("--teacher-labels", action="append", default=None, metavar="DIR",
+                        help="distil: train on a teacher's probabilities for the same clips (`earmark label` stores; "
+                             "give it once per store); the head then has the 527 AudioSet classes")
     parser.add_argument("--out", required=True,
                         help="the head to write (.safetensors; the .json card, OUT.train.csv and OUT.train.png go next to it)")
     add_training_options(parser)
@@ -763,6 +814,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing, time_mask=args.time_mask, window=args.window, bf16=args.bf16,
         average_last=args.average_last, select_by=args.select_by, seed=args.seed, amp=not args.no_amp,
+        hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold,
         device=args.device, threads=args.threads, preload=args.preload, fp16=args.fp16,
         keep_state=getattr(args, "keep_state", False),
         eval_batch_size=getattr(args, "eval_batch_size", TrainConfig.eval_batch_size),
@@ -783,6 +835,21 @@ def _print_epoch(config: TrainConfig) -> Callable[[int, EpochRow | None], None]:
     return report
 
 
+def with_teacher(train: TrainData, dev: TrainData | None, stores: list[str], config: TrainConfig
+                 ) -> tuple[TrainData, TrainData | None]:
+    """Train and dev sets with the teacher's probabilities as targets (dev: the teacher's alone)."""
+    from .labelling import TeacherLabels, TeacherTargets
+
+    teacher = TeacherLabels.open(*stores)
+    train = TeacherTargets(train, teacher, config.hard_weight, config.teacher_threshold)
+    if dev is not None:
+        dev = TeacherTargets(dev, teacher, 0.0, config.teacher_threshold)
+    for name, data in (("train", train), ("dev", dev)):
+        if data is not None and data.missing:
+            log.warning("%d %s clips have no teacher labels and are left out", data.missing, name)
+    return train, dev
+
+
 def run_train(args: argparse.Namespace) -> int:
     from .features import FeatureCache, join_caches
 
@@ -796,6 +863,8 @@ def run_train(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         train = join_caches([FeatureCache.open(path) for path in args.train])
         dev = FeatureCache.open(args.dev) if args.dev else None
+        if args.teacher_labels:
+            train, dev = with_teacher(train, dev, args.teacher_labels, config)
         result = train_head(train, dev, config, args.out, resume=args.resume, on_epoch_end=_print_epoch(config),
                             command_line=" ".join(shlex.quote(a) for a in sys.argv), write_plot=not args.no_plot)
     except (FileNotFoundError, FileExistsError, ValueError) as error:

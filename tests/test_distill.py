@@ -1,0 +1,249 @@
+"""Distillation: packed extraction, the teacher's label store, training on soft targets, the pool."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sound_fixtures import drum_clips, percussion_clips, pick
+from speech_fixtures import speech_clips
+
+from tagger.audio import SAMPLE_RATE, load_audio
+from tagger.corpus.build import Source
+from tagger.corpus.pool import PIECE_SECONDS, PoolConfig, build_pool, source_pieces
+from tagger.heads import HEAD_TYPES, load_head
+from tagger.labels import audioset
+from tagger.train.datasets import load_dataset
+from tagger.train.features import FeatureCache, clip_features, extract_features, packs
+from tagger.train.labelling import TeacherLabels, TeacherTargets, add_label_arguments, label_clips, run_label
+from tagger.train.scoring import score_clips
+from tagger.train.teacher import DEFAULT_TEACHER, load_teacher, window_bounds
+from tagger.train.trainer import TrainConfig, add_train_arguments, run_train, sample_weights, train_head
+
+needs_teacher = pytest.mark.skipif(not DEFAULT_TEACHER.is_file(),
+                                   reason=f"the teacher's weights are not at {DEFAULT_TEACHER} (set EARMARK_TEACHER)")
+
+
+def parse(add, argv: list) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add(parser)
+    return parser.parse_args([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def mixed_csv(tmp_path_factory) -> Path:
+    """Speech recordings (no labels given) and percussion one-shots (AudioSet labels), one CSV."""
+    directory = tmp_path_factory.mktemp("mixed")
+    rows = [[str(path), ""] for path, _ in speech_clips()[:10]]
+    rows += [[str(c.path), c.audioset] for c in pick(percussion_clips(), per_class=6)]
+    rows += [[str(c.path), ""] for c in pick(drum_clips(), per_class=3)]
+    path = directory / "data.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["path", "labels"], *rows])
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    if not DEFAULT_TEACHER.is_file():
+        pytest.skip(f"the teacher's weights are not at {DEFAULT_TEACHER}")
+    return load_teacher(DEFAULT_TEACHER)
+
+
+@pytest.fixture(scope="module")
+def labelled(teacher, mixed_csv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("labels") / "store"
+    clips = load_dataset(mixed_csv).clips
+    report = label_clips(teacher, DEFAULT_TEACHER, clips, out, progress=False)
+    assert report.n_done == len(clips) == 40 and not report.skipped
+    return out
+
+
+@pytest.fixture(scope="module")
+def packed_cache(tiny_en, mixed_csv, tmp_path_factory) -> FeatureCache:
+    out = tmp_path_factory.mktemp("feats") / "packed"
+    extract_features(tiny_en, load_dataset(mixed_csv).clips, out, audioset(), True, pack=True, progress=False)
+    return FeatureCache.open(out)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def test_packs_fill_30_second_windows_on_the_step_grid():
+    step = 6400
+    assert packs([10 * SAMPLE_RATE] * 4) == [[0, 1, 2], [3]]
+    assert packs([1] * 75) == [list(range(75))]  # 75 steps of 0.4 s = 30 s
+    assert packs([1] * 76) == [list(range(75)), [75]]
+    assert packs([step + 1, 31 * SAMPLE_RATE, 5]) == [[0], [1], [2]]  # a long clip is a group of its own
+
+
+def test_packed_clips_get_the_steps_over_their_own_audio(tiny_en):
+    """Three short clips packed into one window: each one's features are exactly the steps of the
+    joined audio (zeros up to the 0.4 s grid between them) over its own samples, from one encoder
+    call of one window; unpacked they cost three windows."""
+    clips = [load_audio(c.path) for c in pick(percussion_clips(), per_class=1)]
+    calls = []
+    handle = tiny_en.whisper.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        packed = clip_features(tiny_en, clips, pack=True)
+        assert calls == [1]
+        calls.clear()
+        alone = clip_features(tiny_en, clips, pack=False)
+        assert sum(calls) == 3
+        calls.clear()
+        step = 6400
+        joined = np.concatenate([np.pad(c, (0, -len(c) % step)) for c in clips])
+        whole = clip_features(tiny_en, [joined])[0]
+    finally:
+        handle.remove()
+    at = 0
+    for clip, feats, single in zip(clips, packed, alone):
+        n = -(-len(clip) // step)
+        assert feats.shape == single.shape == (tiny_en.backbone.n_layers, n, tiny_en.backbone.d_model)
+        np.testing.assert_array_equal(feats, whole[:, at : at + n])
+        at += n
+    assert not np.allclose(packed[1], alone[1], atol=1e-2)  # the neighbours are heard: packing is not a no-op
+
+
+# --------------------------------------------------------------------------- the teacher's labels
+
+
+@needs_teacher
+def test_label_store_resumes_and_reads_back(teacher, mixed_csv, labelled, tmp_path):
+    clips = load_dataset(mixed_csv).clips
+    store = TeacherLabels.open(labelled)
+    assert len(store) == len(clips) and store.window == 10.0 and store.labels.name == audioset().name
+    speech = audioset().index_of("Speech")
+    for clip in clips[:10]:  # the speech recordings
+        assert int(np.argmax(store.clip(clip.clip_id))) == speech
+        samples = round(store.records[clip.clip_id]["duration"] * SAMPLE_RATE)
+        assert store.windows(clip.clip_id).shape == (len(window_bounds(samples)), 527)
+    # an interrupted run (its first part only) resumed: the same labels, nothing labelled twice
+    out = tmp_path / "resumed"
+    label_clips(teacher, DEFAULT_TEACHER, clips[:12], out, progress=False, part_clips=5)
+    report = label_clips(teacher, DEFAULT_TEACHER, clips, out, progress=False, part_clips=5)
+    assert (report.n_cached, report.n_done) == (12, len(clips) - 12)
+    resumed = TeacherLabels.open(out)
+    for clip in clips:
+        np.testing.assert_array_equal(resumed.clip(clip.clip_id), store.clip(clip.clip_id))
+    with pytest.raises(ValueError, match="window"):
+        label_clips(teacher, DEFAULT_TEACHER, clips, out, window=5.0, progress=False)
+
+
+@needs_teacher
+def test_label_command_reports_unreadable_clips(tmp_path, capsys):
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "notes.wav").write_text("not audio")
+    good = speech_clips()[0][0]
+    (tmp_path / "audio" / good.name).write_bytes(good.read_bytes())
+    code = run_label(parse(add_label_arguments, ["--data", tmp_path / "audio", "--out", tmp_path / "store",
+                                                  "--no-progress"]))
+    err = capsys.readouterr().err
+    assert code == 0 and "1 clips labelled" in err and "notes.wav" in err
+    assert len(TeacherLabels.open(tmp_path / "store")) == 1
+    code = run_label(parse(add_label_arguments, ["--data", tmp_path / "missing.csv", "--out", tmp_path / "x"]))
+    assert code == 2 and "missing.csv" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- training on soft targets
+
+
+@needs_teacher
+def test_soft_targets_mix_the_datas_own_labels(packed_cache, labelled):
+    store = TeacherLabels.open(labelled)
+    pure = TeacherTargets(packed_cache, store, hard_weight=0.0)
+    mixed = TeacherTargets(packed_cache, store, hard_weight=0.5)
+    assert len(pure) == len(packed_cache) and pure.labels.name == audioset().name and pure.missing == 0
+    clapping = audioset().index_of("Clapping")
+    for i, clip_id in enumerate(pure.clip_ids):
+        teacher_p = store.clip(clip_id)
+        np.testing.assert_allclose(pure.soft_targets()[i], teacher_p, atol=1e-6)
+        own = packed_cache.targets()[packed_cache.clip_ids.index(clip_id)]
+        if own.any():  # a labelled percussion clip: halfway between its labels and the teacher
+            expected = 0.5 * (own > 0.5) + 0.5 * teacher_p
+            np.testing.assert_allclose(mixed.soft_targets()[i], expected, atol=1e-6)
+        else:
+            np.testing.assert_allclose(mixed.soft_targets()[i], teacher_p, atol=1e-6)
+    assert mixed.targets()[:, clapping].sum() >= 1
+    weights = sample_weights(mixed.targets(), soft=True)
+    assert weights.min() >= 0.5 / len(weights) - 1e-12 and abs(weights.sum() - 1.0) < 1e-9
+
+
+@needs_teacher
+def test_a_distilled_head_follows_the_teacher_on_all_527_classes(packed_cache, labelled, tmp_path, capsys):
+    """Trained on the teacher's probabilities only (no labels), a head of 527 outputs gives Speech
+    to speech and something else to the drums and percussion, as the teacher does; the command line
+    writes the same kind of head."""
+    store = TeacherLabels.open(labelled)
+    data = TeacherTargets(packed_cache, store, hard_weight=0.0)
+    config = TrainConfig(head_type="wa_mlp", epochs=6, batch_size=16, lr=2e-3, progress=False, mixup=0.0)
+    result = train_head(data, data, config, tmp_path / "distilled", write_plot=False)
+    head = load_head(result.path)
+    assert head.card.labels.name == audioset().name and len(head.card.labels) == 527
+    scores = score_clips(head.module, [data.features(i) for i in range(len(data))], 25, True)
+    speech = audioset().index_of("Speech")
+    teacher_top = np.argmax(data.soft_targets(), axis=1)
+    is_speech = teacher_top == speech
+    assert is_speech.sum() >= 8 and (~is_speech).sum() >= 8
+    student_speech = scores[:, speech]
+    assert student_speech[is_speech].min() > student_speech[~is_speech].max()
+    assert result.dev_metrics is not None and result.dev_metrics.mAP > 0.5  # against the teacher's labels
+    for head_type in HEAD_TYPES:  # every head type distils, from the command line too
+        out = tmp_path / f"cli-{head_type}"
+        code = run_train(parse(add_train_arguments, [
+            "--train", packed_cache.path, "--dev", packed_cache.path, "--teacher-labels", labelled, "--out", out,
+            "--head", head_type, "--epochs", 1, "--batch-size", 16, "--no-plot", "--hard-weight", 0.2]))
+        assert code == 0, capsys.readouterr().err
+        card = json.loads(out.with_suffix(".json").read_text())
+        assert card["n_classes"] == 527 and card["extra"]["hyperparameters"]["hard_weight"] == 0.2
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+def test_pieces_of_a_recording_are_at_most_10_seconds():
+    rng = np.random.default_rng(0)
+    long = rng.standard_normal(45 * SAMPLE_RATE).astype(np.float32) * 0.1
+    pieces = source_pieces(long, "sound", np.random.default_rng(1), 3, variant=True)
+    assert [kind for _, kind in pieces] == ["plain", "plain", "plain", "variant"]
+    assert all(0 < len(p) <= PIECE_SECONDS * SAMPLE_RATE for p, _ in pieces)
+    short = long[: SAMPLE_RATE // 2]
+    (piece, kind), = source_pieces(short, "sound", np.random.default_rng(1), 3, variant=False)
+    assert kind == "plain" and 2 * SAMPLE_RATE <= len(piece) <= 6 * SAMPLE_RATE  # placed over a background
+
+
+def test_pool_keeps_the_corpus_splits_and_resumes(tmp_path):
+    clips = pick(drum_clips(), per_class=4)
+    sources = [Source(source_id=f"drums:{c.path.name}", group=f"drums:{c.kit}", labels=(c.audioset,) if i % 2 else (),
+                      origin="hydrogen-drumkits", load=partial(load_audio, c.path)) for i, c in enumerate(clips)]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    fixed = {sources[0].source_id: "test", sources[1].source_id: "dev"}
+    for split in ("train", "dev", "test"):
+        with open(corpus / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["path", "labels", "sources", "kind"]]
+                                    + [["x.flac", "", s, "plain"] for s, where in fixed.items() if where == split])
+    config = PoolConfig(seed=3, mixtures=0.5, variants=0.5)
+    report = build_pool(sources, tmp_path / "pool", config, corpus, progress=False)
+    assert report.pieces and (tmp_path / "pool" / "POOL.md").is_file()
+    split_of_group: dict[str, set[str]] = {}
+    for piece in report.pieces:
+        assert (tmp_path / "pool" / "audio" / piece.split / piece.name).is_file()
+        assert piece.seconds <= PIECE_SECONDS + 1e-6
+        if piece.kind != "mixture":
+            group = next(s.group for s in sources if s.source_id == piece.sources[0])
+            split_of_group.setdefault(group, set()).add(piece.split)
+    assert all(len(splits) == 1 for splits in split_of_group.values())  # a recording in one split only
+    assert split_of_group[sources[0].group] == {"test"} and split_of_group[sources[1].group] == {"dev"}
+    assert any(p.kind == "mixture" for p in report.pieces) and any(p.kind == "variant" for p in report.pieces)
+    rows = {split: (tmp_path / "pool" / f"{split}.csv").read_text() for split in ("train", "dev", "test")}
+    again = build_pool(sources, tmp_path / "pool", config, corpus, progress=False)
+    assert [p.name for p in again.pieces] == [p.name for p in report.pieces]
+    assert rows == {split: (tmp_path / "pool" / f"{split}.csv").read_text() for split in ("train", "dev", "test")}
+    clips_read = load_dataset(tmp_path / "pool" / "train.csv").clips
+    assert clips_read and all(c.path.is_file() for c in clips_read)
