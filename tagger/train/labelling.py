@@ -137,7 +137,7 @@ def label_clips(teacher, teacher_path: str | os.PathLike, clips: Sequence[Clip],
                 window: float = 10.0, hop: float | None = None, batch_size: int = 16, part_clips: int = 256,
                 progress: bool = True) -> LabelReport:
     """Label ``clips`` with ``teacher`` into the store at ``out`` (created, or resumed)."""
-    from .teacher import teacher_probs
+    from .teacher import teacher_probs_many
 
     started = time.perf_counter()
     out = Path(out)
@@ -175,25 +175,39 @@ def label_clips(teacher, teacher_path: str | os.PathLike, clips: Sequence[Clip],
     audio_seconds = 0.0
     n_windows = 0
     bar = tqdm(total=len(todo), unit="clip", desc="label", disable=not progress, smoothing=0.1)
-    with open(out / SKIPPED_NAME, "a", encoding="utf-8") as skipped_file:
-        for clip, audio, reason in decode_ahead(todo, None, workers=1, lookahead=8):
-            bar.update(1)
-            if audio is None:
-                skipped.append((clip.clip_id, reason or "unreadable"))
-                skipped_file.write(json.dumps({"clip_id": clip.clip_id, "reason": reason}) + "\n")
-                skipped_file.flush()
-                continue
-            whole, per_window = teacher_probs(teacher, audio, window=window, hop=hop, batch_size=batch_size)
+    pending: list[tuple[Clip, np.ndarray]] = []
+
+    def flush_pending() -> None:
+        nonlocal n_windows, audio_seconds
+        if not pending:
+            return
+        for (clip, audio), (whole, per_window) in zip(pending, teacher_probs_many(
+                teacher, [audio for _, audio in pending], window, hop, batch_size)):
             records.append({"clip_id": clip.clip_id, "source": str(clip.path), "duration": len(audio) / SAMPLE_RATE,
                             "row": len(clip_rows), "first_window": n_windows, "n_windows": len(per_window)})
             clip_rows.append(whole)
             window_rows.append(per_window)
             n_windows += len(per_window)
             audio_seconds += len(audio) / SAMPLE_RATE
+        bar.update(len(pending))
+        pending.clear()
+
+    with open(out / SKIPPED_NAME, "a", encoding="utf-8") as skipped_file:
+        for clip, audio, reason in decode_ahead(todo, None, workers=1, lookahead=2 * batch_size):
+            if audio is None:
+                bar.update(1)
+                skipped.append((clip.clip_id, reason or "unreadable"))
+                skipped_file.write(json.dumps({"clip_id": clip.clip_id, "reason": reason}) + "\n")
+                skipped_file.flush()
+                continue
+            pending.append((clip, audio))
+            if len(pending) >= batch_size:
+                flush_pending()
             if len(records) >= part_clips:
                 _write_part(out, number, records, clip_rows, window_rows)
                 number += 1
                 records, clip_rows, window_rows, n_windows = [], [], [], 0
+        flush_pending()
         if records:
             _write_part(out, number, records, clip_rows, window_rows)
     bar.close()

@@ -53,6 +53,7 @@ __all__ = [
     "mel_banks",
     "resample_to_teacher",
     "teacher_probs",
+    "teacher_probs_many",
     "window_bounds",
 ]
 
@@ -345,30 +346,52 @@ def teacher_probs(teacher: Teacher, samples: np.ndarray, window: float = 10.0, h
     The audio is resampled to 32 kHz once (:func:`resample_to_teacher`); windows go to the
     teacher ``batch_size`` at a time.
     """
-    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if samples.size == 0:
-        raise ValueError("teacher_probs got no audio (0 samples)")
+    return teacher_probs_many(teacher, [samples], window, hop, batch_size)[0]
+
+
+def teacher_probs_many(teacher: Teacher, clips: list[np.ndarray], window: float = 10.0, hop: float | None = None,
+                       batch_size: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`teacher_probs` of several clips, their inputs of equal length batched together (many
+    short clips then cost a few teacher calls, not one each)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     ratio = TEACHER_SAMPLE_RATE // INPUT_SAMPLE_RATE
-    audio = resample_to_teacher(samples)
-
-    def repeated(x: np.ndarray, size: int) -> np.ndarray:
-        return np.tile(x, -(-size // x.size))[:size] if x.size < size else x
-
-    bounds = window_bounds(samples.size, window, hop)
     size = round(window * INPUT_SAMPLE_RATE) * ratio
-    window_probs = np.zeros((len(bounds), N_CLASSES), dtype=np.float32)
-    for first in range(0, len(bounds), batch_size):
-        chosen = bounds[first : first + batch_size]
-        pieces = [repeated(audio[start * ratio : end * ratio], size) for start, end in chosen]
-        window_probs[first : first + len(chosen)] = _probs(teacher, pieces)
 
-    clip = repeated(audio, round(CLIP_SECONDS * TEACHER_SAMPLE_RATE))
-    if len(bounds) == 1 and clip.size == size:  # the one window was this very input
-        clip_probs = window_probs[0].copy()
-    elif samples.size <= MAX_CLIP_SECONDS * INPUT_SAMPLE_RATE:
-        clip_probs = _probs(teacher, [clip])[0]
-    else:
-        clip_probs = window_probs.max(axis=0)
-    return clip_probs, window_probs
+    def repeated(x: np.ndarray, length: int) -> np.ndarray:
+        return np.tile(x, -(-length // x.size))[:length] if x.size < length else x
+
+    inputs: dict[int, list[tuple[np.ndarray, int, int]]] = {}  # length -> [(audio, clip, row; -1: the clip)]
+    results = []
+    for number, samples in enumerate(clips):
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if samples.size == 0:
+            raise ValueError("teacher_probs got no audio (0 samples)")
+        audio = resample_to_teacher(samples)
+        bounds = window_bounds(samples.size, window, hop)
+        for row, (start, end) in enumerate(bounds):
+            inputs.setdefault(size, []).append((repeated(audio[start * ratio : end * ratio], size), number, row))
+        clip = repeated(audio, round(CLIP_SECONDS * TEACHER_SAMPLE_RATE))
+        same = len(bounds) == 1 and clip.size == size  # the one window is this very input
+        whole = samples.size <= MAX_CLIP_SECONDS * INPUT_SAMPLE_RATE
+        if whole and not same:
+            inputs.setdefault(clip.size, []).append((clip, number, -1))
+        results.append((np.zeros(N_CLASSES, np.float32), np.zeros((len(bounds), N_CLASSES), np.float32),
+                        "window" if same else "whole" if whole else "max"))
+    for items in inputs.values():
+        for first in range(0, len(items), batch_size):
+            chunk = items[first : first + batch_size]
+            for (_, number, row), probs in zip(chunk, _probs(teacher, [x for x, _, _ in chunk])):
+                clip_probs, window_probs, _ = results[number]
+                if row < 0:
+                    clip_probs[:] = probs
+                else:
+                    window_probs[row] = probs
+    out = []
+    for clip_probs, window_probs, how in results:
+        if how == "window":
+            clip_probs[:] = window_probs[0]
+        elif how == "max":
+            clip_probs[:] = window_probs.max(axis=0)
+        out.append((clip_probs, window_probs))
+    return out
