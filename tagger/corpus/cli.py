@@ -43,6 +43,27 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     pool.add_argument("--package-minutes", type=float, default=25.0,
                       help="plain pieces one package gives, at most, in minutes (default: 25)")
 
+    distil = commands.add_parser("distil-default", help="distil the AudioSet teacher into 527-class default heads",
+                                 description="Label the pool (and the corpus' test split) with the teacher, extract "
+                                             "features for each model, train each head type on the teacher's "
+                                             "probabilities, measure, and optionally install one type (resumable).")
+    distil.add_argument("--pool", type=Path, required=True, help="a folder written by build-pool")
+    distil.add_argument("--corpus", type=Path, required=True, help="a folder written by build-default (its test split)")
+    distil.add_argument("--work", type=Path, required=True, help="label stores, feature caches, heads, the comparison")
+    distil.add_argument("--teacher", type=Path, default=None, help="the teacher's weights (default: the shared file)")
+    distil.add_argument("--models", default="tiny.en,base", help="comma-separated Whisper models (default: tiny.en,base)")
+    distil.add_argument("--heads", default="tl_tr", help=f"comma-separated head types of {', '.join(HEAD_TYPES)}")
+    distil.add_argument("--install", default=None, help="copy this head type's heads into tagger/data/heads")
+    distil.add_argument("--epochs", type=int, default=40)
+    distil.add_argument("--lr", type=float, default=5e-4, help="learning rate (default: 5e-4)")
+    distil.add_argument("--window", type=float, default=10.0, help="training window in seconds (default: 10)")
+    distil.add_argument("--hard-weight", type=float, default=0.3,
+                        help="weight of the pieces' own labels against the teacher's, where they have them (default: 0.3)")
+    distil.add_argument("--teacher-threshold", type=float, default=0.5,
+                        help="teacher probability counted as present (default: 0.5)")
+    distil.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
+    distil.add_argument("--extract-bf16", action="store_true", help="extract features under bfloat16 autocast")
+
     train = commands.add_parser("train-default", help="train and compare heads on the default corpus",
                                 description="Extract features for each model, train each head type, report test "
                                             "mAP and cost, and optionally install one type as the default heads.")
@@ -104,6 +125,23 @@ def run_data(args: argparse.Namespace) -> int:
                                synthesise=not args.no_synthesis)
         print(f"{len(report.clips)} clips, {len(report.covered)} covered classes, in {report.seconds:.0f} s: "
               f"{args.out / 'CARD.md'}")
+        return 0
+    if args.data_command == "distil-default":
+        from ..train.teacher import DEFAULT_TEACHER
+        from ..train.trainer import TrainConfig
+        from .distil import distil_defaults
+
+        heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+        if any(h not in HEAD_TYPES for h in heads) or (args.install and args.install not in heads):
+            print(f"earmark data distil-default: unknown head type in {args.heads!r} or --install", file=sys.stderr)
+            return 2
+        config = TrainConfig(epochs=args.epochs, lr=args.lr, window=args.window, bf16=args.bf16, progress=False,
+                             lr_decay_start=args.epochs // 2, lr_decay_every=max(1, round(args.epochs / 6)),
+                             hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold, label_smoothing=0.0)
+        distil_defaults(args.pool, args.corpus, args.work, args.teacher or DEFAULT_TEACHER,
+                        [m.strip() for m in args.models.split(",")], heads, config, args.install,
+                        extract_bf16=args.extract_bf16)
+        print(f"done in {time.perf_counter() - started:.0f} s")
         return 0
     from .default_heads import train_defaults
 

@@ -62,8 +62,8 @@ def write_card(report: CorpusReport, packages: list[Package], out: Path) -> Path
     """A Markdown dataset card next to ``card.json``: splits, classes, sources and licences."""
     card = json.loads((out / "card.json").read_text())
     lines = ["# Earmark default corpus", "",
-             f"Built by `earmark data build-default` (seed {card['seed']}) in {card['build_seconds']:.0f} s. "
-             "Clips are 16 kHz mono FLAC, each from one or two source recordings; no recording is used in two splits.",
+             (f"Built by `earmark data build-default` (seed {card['seed']}) in {card['build_seconds']:.0f} s. "
+             "Clips are 16 kHz mono FLAC, each from one or two source recordings; no recording is used in two splits."),
              "", "| split | clips | minutes |", "|---|---|---|"]
     lines += [f"| {split} | {card['splits'][split]['clips']} | {card['splits'][split]['minutes']:.1f} |" for split in SPLITS]
     lines += ["", f"## Covered classes ({len(card['covered'])})", "",

@@ -88,6 +88,19 @@ def evaluate_head(
     return Evaluation(metrics=metrics, labels=labels, scores=scores, targets=targets, missing=missing)
 
 
+def correlations(scores: np.ndarray, soft: np.ndarray) -> tuple[float, np.ndarray]:
+    """Pearson correlation of a head's probabilities with a teacher's: over every (clip, class)
+    pair, and per class (``nan`` for a class either side holds constant)."""
+    def pearson(a: np.ndarray, b: np.ndarray, axis=None):
+        a = a - a.mean(axis=axis, keepdims=axis is not None)
+        b = b - b.mean(axis=axis, keepdims=axis is not None)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (a * b).sum(axis=axis) / np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
+
+    scores, soft = np.asarray(scores, np.float64), np.asarray(soft, np.float64)
+    return float(pearson(scores.ravel(), soft.ravel())), pearson(scores, soft, axis=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reports
 
@@ -211,7 +224,7 @@ def cross_validate(data: TrainData, config: TrainConfig, work_dir: Path, *, wind
         evaluation = evaluate_head(head, test_part, window=window, batch_size=eval_batch_size, amp=config.amp)
         results.append(FoldResult(value, len(train_idx), len(test_idx), evaluation.metrics))
     summary = {}
-    for key in ("mAP", "mAUC", "d_prime", "accuracy"):
+    for key in ("mAP", "mAUC", "d_prime", "accuracy", "correlation"):
         vals = np.array([getattr(r.metrics, key) for r in results], dtype=np.float64)
         finite = vals[np.isfinite(vals)]
         mean = float(finite.mean()) if finite.size else float("nan")
@@ -247,6 +260,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", action="store_true",
                         help="k-fold cross-validation over the data's fold column: train a head (--head-type and the "
                              "training options below) on k-1 folds, test on the held-out one; report mean ± std")
+    parser.add_argument("--teacher-labels", action="append", default=None, metavar="DIR",
+                        help="score against a teacher's labels of the same clips (`earmark label` stores) instead of "
+                             "the data's: mAP against the teacher binarised at --teacher-threshold, and the "
+                             "correlation of the probabilities")
     parser.add_argument("--head-type", dest="head_type", default="tl_tr",
                         help="head type trained in each fold with --folds (default: tl_tr)")
     add_training_options(parser, include_head=False)
@@ -308,12 +325,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     if stats["mean"] is not None:
                         print(f"{key:>9}: {stats['mean']:.4f} ± {stats['std']:.4f}")
             return 0
+        if args.teacher_labels:
+            from .labelling import TeacherLabels, TeacherTargets
+
+            data = TeacherTargets(data, TeacherLabels.open(*args.teacher_labels), 0.0, args.teacher_threshold)
         evaluation = evaluate_head(head, data, window=args.eval_window, batch_size=args.eval_batch_size,
                                    amp=not args.no_amp)
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"earmark evaluate: {error}", file=sys.stderr)
         return 2
     summary = evaluation.metrics.summary()
+    if args.teacher_labels:
+        overall, _ = correlations(evaluation.scores, data.soft_targets())
+        summary.update(against="teacher", teacher_threshold=args.teacher_threshold, correlation=overall)
     if evaluation.missing:
         summary["classes_not_in_head"] = evaluation.missing
     if args.report_dir:

@@ -1,0 +1,207 @@
+"""``earmark data distil-default``: the default heads over all 527 AudioSet classes, distilled from
+an AudioSet teacher on the pool (``build-pool``), every stage resumable from its cache.
+
+1. **Label**: the teacher's probabilities for every pool piece and every clip of the labelled
+   corpus' test split (``WORK/labels/...``, ``earmark label`` stores).
+2. **Extract**, per Whisper model: the pool's splits packed three pieces to a window
+   (``WORK/MODEL/pool-SPLIT``), the corpus' test split as it is (``WORK/MODEL/corpus-test``).
+3. **Train** each head type on the pool's train split against the teacher (mixed with the
+   pieces' own labels where a package mapping gives them), selected on the pool's dev split.
+4. **Measure** on held-out audio:
+   - the pool's test split: mAP against the teacher's labels binarised at ``teacher_threshold``
+     (macro over the classes with positives), the correlation of the probabilities, per class;
+   - the labelled corpus' test split (its 166 classes, hard labels): mAP, beside the teacher's own;
+   - per-class event thresholds, calibrated on the pool's dev split: the threshold that maximises
+     F1 against the teacher's labels (classes without positives there keep ``teacher_threshold``).
+5. **Install** one head type per model under ``tagger/data/heads`` (float16, card with the
+   measures and the thresholds).
+
+``WORK/distillation.json`` and ``WORK/distillation.md`` hold the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..heads import load_head, save_head
+from ..labels import audioset
+from ..pipeline import load_model
+from ..train.datasets import load_dataset
+from ..train.evaluate import correlations, evaluate_head
+from ..train.features import FeatureCache, extract_features
+from ..train.labelling import TeacherLabels, TeacherTargets, label_clips
+from ..train.metrics import compute_metrics
+from ..train.scoring import label_mapping, score_clips
+from ..train.trainer import TrainConfig, train_head
+from .build import SPLITS
+from .default_heads import INSTALL_DIR, corpus_labels, head_cost_ms
+
+
+@dataclass
+class DistilResult:
+    model: str
+    head_type: str
+    path: Path
+    pool_test_mAP: float  # against the teacher's labels, binarised
+    pool_test_correlation: float
+    corpus_test_mAP: float  # the corpus' own labels (166 classes)
+    teacher_corpus_test_mAP: float
+    dev_mAP: float | None
+    train_seconds: float
+    ms_per_window: float
+    parameters: int
+    per_class: list[dict] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+
+
+def label_all(pool: Path, corpus: Path, work: Path, teacher_path: Path, device: str = "cpu") -> dict[str, Path]:
+    """The teacher's label stores of the pool's splits and of the corpus' test split."""
+    from ..train.teacher import load_teacher
+
+    teacher = load_teacher(teacher_path, device)
+    stores = {}
+    for name, data in [*((f"pool-{s}", pool / f"{s}.csv") for s in SPLITS), ("corpus-test", corpus / "test.csv")]:
+        out = work / "labels" / name
+        report = label_clips(teacher, teacher_path, load_dataset(data, "csv").clips, out, progress=sys.stderr.isatty())
+        print(f"label {name}: {report.n_done} clips labelled ({report.n_cached} cached, {len(report.skipped)} "
+              f"skipped), {report.audio_seconds / 60:.1f} min in {report.wall_seconds:.0f} s", flush=True)
+        stores[name] = out
+    return stores
+
+
+def extract_all(model_name: str, pool: Path, corpus: Path, work: Path, bf16: bool = False) -> dict[str, FeatureCache]:
+    model = load_model(model_name, head=None, device="cpu")
+    caches = {}
+    jobs = [(f"pool-{s}", pool / f"{s}.csv", audioset(), True) for s in SPLITS]
+    jobs.append(("corpus-test", corpus / "test.csv", corpus_labels(corpus), False))
+    for name, data, labels, pack in jobs:
+        out = work / model.name / name
+        clips = load_dataset(data, "csv").clips
+        report = extract_features(model, clips, out, labels, True, pack=pack, bf16=bf16, progress=sys.stderr.isatty())
+        print(f"{model.name} {name}: {report.n_done} clips extracted ({report.n_cached} cached, {report.n_skipped} "
+              f"skipped), {report.audio_seconds / 60:.1f} min in {report.wall_seconds:.0f} s", flush=True)
+        caches[name] = FeatureCache.open(out)
+    return caches
+
+
+def best_f1_thresholds(scores: np.ndarray, positive: np.ndarray, default: float) -> np.ndarray:
+    """Per class, the score threshold with the highest F1 against ``positive`` (``default`` for a
+    class without positives)."""
+    thresholds = np.full(scores.shape[1], default, dtype=np.float64)
+    for c in range(scores.shape[1]):
+        truth = positive[:, c]
+        if not truth.any():
+            continue
+        order = np.argsort(-scores[:, c], kind="stable")
+        hits = np.cumsum(truth[order])
+        f1 = 2 * hits / (np.arange(1, len(order) + 1) + truth.sum())
+        best = int(np.argmax(f1))
+        below = scores[order[best + 1], c] if best + 1 < len(order) else 0.0
+        thresholds[c] = float((scores[order[best], c] + below) / 2)
+    return thresholds
+
+
+def measure(head_path: Path, caches: dict[str, FeatureCache], stores: dict[str, Path], threshold: float
+            ) -> dict:
+    head = load_head(head_path)
+    out: dict = {}
+    pool_labels = TeacherLabels.open(*(stores[f"pool-{s}"] for s in SPLITS))
+    test = TeacherTargets(caches["pool-test"], pool_labels, 0.0, threshold)
+    evaluation = evaluate_head(head, test)
+    overall, per_class_r = correlations(evaluation.scores, test.soft_targets())
+    out["pool_test"] = {**evaluation.metrics.summary(), "correlation": overall}
+    dev = TeacherTargets(caches["pool-dev"], pool_labels, 0.0, threshold)
+    dev_scores = score_clips(head.module, [dev.features(i) for i in range(len(dev))], 25, True)
+    thresholds = best_f1_thresholds(dev_scores, dev.targets() > 0.5, threshold)
+    out["thresholds"] = [round(float(t), 4) for t in thresholds]
+    m = evaluation.metrics
+    out["per_class"] = [{"mid": label.mid, "name": label.name, "test_positives": int(pos),
+                         "ap": None if not math.isfinite(ap) else round(float(ap), 4),
+                         "correlation": None if not math.isfinite(r) else round(float(r), 4),
+                         "threshold": out["thresholds"][label.index]}
+                        for label, ap, r, pos in zip(audioset(), m.per_class_ap, per_class_r, m.positives)]
+    corpus = evaluate_head(head, caches["corpus-test"])
+    out["corpus_test"] = corpus.metrics.summary()
+    teacher_corpus = TeacherLabels.open(stores["corpus-test"])
+    cache = caches["corpus-test"]
+    teacher_scores = np.stack([teacher_corpus.clip(clip_id) for clip_id in cache.clip_ids])
+    data_cols, teacher_cols = label_mapping(audioset(), cache.labels)
+    out["teacher_corpus_test"] = compute_metrics(cache.targets()[:, data_cols], teacher_scores[:, teacher_cols]).summary()
+    return out
+
+
+def write_report(results: list[DistilResult], work: Path) -> None:
+    rows = [{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(r).items() if k not in ("per_class", "thresholds")}
+            for r in results]
+    (work / "distillation.json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = [("| model | head | pool test mAP vs teacher | correlation | corpus test mAP (teacher) | dev mAP | "
+             "train s | head ms / 30 s window | parameters |"), "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        dev = f"{r.dev_mAP:.3f}" if r.dev_mAP is not None else ""
+        lines.append(f"| {r.model} | {r.head_type} | {r.pool_test_mAP:.3f} | {r.pool_test_correlation:.3f} | "
+                     f"{r.corpus_test_mAP:.3f} ({r.teacher_corpus_test_mAP:.3f}) | {dev} | {r.train_seconds:.0f} | "
+                     f"{r.ms_per_window:.1f} | {r.parameters / 1e6:.2f}M |")
+    (work / "distillation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def install(result: DistilResult, measures: dict, target_dir: Path = INSTALL_DIR) -> Path:
+    head = load_head(result.path)
+    target = target_dir / f"{result.model}.safetensors"
+    card = head.card
+    card.source = f"earmark-default-{result.model}"
+    card.extra = dict(card.extra, thresholds=measures["thresholds"], test_metrics={
+        "pool_test_vs_teacher": measures["pool_test"], "corpus_test": measures["corpus_test"],
+        "teacher_corpus_test": measures["teacher_corpus_test"]})
+    save_head(head.module, card, target, dtype=torch.float16)
+    return target
+
+
+def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, models: list[str],
+                    head_types: list[str], config: TrainConfig, install_type: str | None = None,
+                    extract_bf16: bool = False) -> list[DistilResult]:
+    work.mkdir(parents=True, exist_ok=True)
+    stores = label_all(pool, corpus, work, teacher_path)
+    pool_labels = TeacherLabels.open(*(stores[f"pool-{s}"] for s in SPLITS))
+    results: list[DistilResult] = []
+    for model_name in models:
+        caches = extract_all(model_name, pool, corpus, work, extract_bf16)
+        train = TeacherTargets(caches["pool-train"], pool_labels, config.hard_weight, config.teacher_threshold)
+        dev = TeacherTargets(caches["pool-dev"], pool_labels, 0.0, config.teacher_threshold)
+        for head_type in head_types:
+            config.head_type = head_type
+            out = work / "heads" / f"{caches['pool-train'].backbone}-{head_type}.safetensors"
+            started = time.perf_counter()
+            if out.is_file() and not (out.with_name(out.name + ".state")).exists():
+                print(f"{out} exists: measured again, not trained again", flush=True)
+                dev_mAP = None
+            else:
+                trained = train_head(train, dev, config, out, resume=True)
+                dev_mAP = trained.dev_metrics.mAP if trained.dev_metrics else None
+            seconds = time.perf_counter() - started
+            measures = measure(out, caches, stores, config.teacher_threshold)
+            (out.with_suffix(".measures.json")).write_text(json.dumps(measures, indent=1) + "\n")
+            head = load_head(out)
+            results.append(DistilResult(
+                model=caches["pool-train"].backbone, head_type=head_type, path=out,
+                pool_test_mAP=measures["pool_test"]["mAP"], pool_test_correlation=measures["pool_test"]["correlation"],
+                corpus_test_mAP=measures["corpus_test"]["mAP"],
+                teacher_corpus_test_mAP=measures["teacher_corpus_test"]["mAP"], dev_mAP=dev_mAP,
+                train_seconds=round(seconds, 1), ms_per_window=round(head_cost_ms(head), 2),
+                parameters=sum(p.numel() for p in head.module.parameters()),
+                per_class=measures["per_class"], thresholds=measures["thresholds"]))
+            write_report(results, work)
+            if head_type == install_type:
+                target = install(results[-1], measures)
+                shutil.copyfile(out.with_suffix(".measures.json"), work / f"{results[-1].model}-default.measures.json")
+                print(f"installed {target}", flush=True)
+    return results
