@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 
-from tagger import Segment, TagLabel, TagResult, TagWindow, TranscriptionResult
+from tagger import Segment, SoundEvent, TagLabel, TagResult, TagWindow, TranscriptionResult
 
 from .errors import bad_request
 
@@ -152,6 +152,19 @@ class TagWindowOut(BaseModel):
         return cls(start=window.start, end=window.end, labels=[TagLabelOut.of(label) for label in window.labels])
 
 
+class SoundEventOut(BaseModel):
+    index: int
+    mid: str
+    name: str
+    start: float
+    end: float
+    probability: float
+
+    @classmethod
+    def of(cls, event: SoundEvent) -> SoundEventOut:
+        return cls(**event.to_dict())
+
+
 class TranscriptionJson(BaseModel):
     text: str
 
@@ -201,6 +214,7 @@ class VerboseTranscription(BaseModel):
     segments: list[SegmentOut]
     words: list[WordOut] | None = None  # only when word granularity was asked for
     tags: list[TagWindowOut]
+    events: list[SoundEventOut] = Field(default_factory=list)  # sounds from start to end
     tag_resolution: float
     head: str | None
     notes: list[str] = Field(default_factory=list)
@@ -214,8 +228,8 @@ class VerboseTranscription(BaseModel):
         return cls(
             task=result.task, language=LANGUAGES.get(result.language, result.language), duration=result.duration,
             text=result.text, segments=[SegmentOut.of(s) for s in result.segments], words=words,
-            tags=[TagWindowOut.of(w) for w in result.tags], tag_resolution=result.tag_resolution,
-            head=result.head, notes=list(result.notes),
+            tags=[TagWindowOut.of(w) for w in result.tags], events=[SoundEventOut.of(e) for e in result.events],
+            tag_resolution=result.tag_resolution, head=result.head, notes=list(result.notes),
         )
 
 
@@ -224,12 +238,14 @@ class TagsResponse(BaseModel):
     tag_resolution: float
     head: str | None
     tags: list[TagWindowOut]
+    events: list[SoundEventOut] = Field(default_factory=list)  # sounds from start to end
     notes: list[str] = Field(default_factory=list)
 
     @classmethod
     def of(cls, result: TagResult) -> TagsResponse:
         return cls(duration=result.duration, tag_resolution=result.tag_resolution, head=result.head,
-                   tags=[TagWindowOut.of(w) for w in result.tags], notes=list(result.notes))
+                   tags=[TagWindowOut.of(w) for w in result.tags], events=[SoundEventOut.of(e) for e in result.events],
+                   notes=list(result.notes))
 
 
 class ModelCard(BaseModel):

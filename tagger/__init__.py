@@ -5,7 +5,7 @@ from .decoding import DecodeOptions, Share, decode_together
 from .labels import LabelSet
 from .onepass import AudioJob, Slice, encode_step
 from .pipeline import EarmarkModel, load_model
-from .results import Segment, TagLabel, TagResult, TagWindow, TranscriptionResult, Word
+from .results import Segment, SoundEvent, TagLabel, TagResult, TagWindow, TranscriptionResult, Word
 from .tagging import TagOptions, steps_per_window
 from .windows import WindowOptions
 from .writers import render
@@ -22,6 +22,7 @@ __all__ = [
     "Segment",
     "Share",
     "Slice",
+    "SoundEvent",
     "TagLabel",
     "TagOptions",
     "TagResult",

@@ -22,7 +22,15 @@ from .backbone import FRAMES_PER_STEP, Backbone, Encoded
 from .decoding import DecodeOptions, Share, decode_together
 from .mel import log_mel
 from .results import TagResult, TranscriptionResult
-from .tagging import TagOptions, TagStream, speech_probability, tag_segments, tag_windows
+from .tagging import (
+    TagOptions,
+    TagStream,
+    event_thresholds,
+    sound_events,
+    speech_probability,
+    tag_segments,
+    tag_windows,
+)
 from .windows import Window, WindowOptions, plan_windows
 
 HOP_LENGTH = 160  # samples per mel frame
@@ -134,18 +142,19 @@ class AudioJob:
         head = self.model.head
         labels = head.card.labels if head is not None else None
         bounds: list[tuple[float, float]] = []
-        windows = []
+        windows, events = [], []
         if self.stream is not None and labels is not None:
             scores = self.stream.finish()
             bounds = [self.stream.window_bounds(i) for i in range(len(scores))]
             windows = tag_windows(scores, bounds, labels, self.tag_options)
+            events = sound_events(scores, bounds, labels, self.tag_options, event_thresholds(head, self.tag_options))
         else:
             scores = np.zeros((0, len(labels) if labels else 0), np.float32)
             notes.append(NO_HEAD_NOTE if head is None else "tags were not requested")
         common = {"duration": self.duration, "tags": windows, "scores": scores,
                       "tag_resolution": self.tag_options.tag_resolution if self.tag_options else 10.0,
                       "head": self.model.head_name if self.stream is not None else None,
-                      "labels": list(labels.mids) if labels else [], "notes": notes}
+                      "labels": list(labels.mids) if labels else [], "notes": notes, "events": events}
         if self.decoder is None:
             return TagResult(**common)
         decoder = self.decoder

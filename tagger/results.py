@@ -33,6 +33,23 @@ class TagWindow:
 
 
 @dataclass
+class SoundEvent:
+    """A sound heard from ``start`` to ``end`` seconds: consecutive tag windows in which its class
+    reached its threshold, merged; ``probability`` is the highest over them."""
+
+    index: int
+    mid: str
+    name: str
+    start: float
+    end: float
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "mid": self.mid, "name": self.name, "start": self.start, "end": self.end,
+                "probability": round(self.probability, 6)}
+
+
+@dataclass
 class Word:
     start: float
     end: float
@@ -75,6 +92,7 @@ class TagResult:
     head: str | None  # which head produced the tags, None when no head is loaded
     labels: list[str]  # the mids of the classes the head scores, in column order of ``scores``
     notes: list[str] = field(default_factory=list)
+    events: list[SoundEvent] = field(default_factory=list)  # sounds from start to end (``tagging.sound_events``)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +100,7 @@ class TagResult:
             "tag_resolution": self.tag_resolution,
             "head": self.head,
             "tags": [window.to_dict() for window in self.tags],
+            "events": [event.to_dict() for event in self.events],
             "notes": list(self.notes),
         }
 

@@ -11,7 +11,7 @@ import torch
 from .backbone import STEPS_PER_SECOND
 from .heads import LoadedHead
 from .labels import LabelSet
-from .results import Segment, TagLabel, TagWindow
+from .results import Segment, SoundEvent, TagLabel, TagWindow
 
 STEP_SECONDS = Fraction(2, 5)  # one pooled step is 0.4 s
 
@@ -110,6 +110,45 @@ class TagStream:
 def tag_windows(scores: np.ndarray, bounds: list[tuple[float, float]], labels: LabelSet, chosen: TagOptions) -> list[TagWindow]:
     candidates = chosen.candidates(labels)
     return [TagWindow(start, end, chosen.select(row, labels, candidates)) for row, (start, end) in zip(scores, bounds)]
+
+
+EVENT_THRESHOLD = 0.5  # for a head whose card has no calibrated per-class thresholds
+
+
+def event_thresholds(head: LoadedHead, chosen: TagOptions) -> np.ndarray:
+    """Per class, the probability a tag window needs to be part of an event: ``chosen.threshold``
+    when given, else the thresholds calibrated into the head's card, else ``EVENT_THRESHOLD``."""
+    n = len(head.card.labels)
+    if chosen.threshold is not None:
+        return np.full(n, chosen.threshold)
+    calibrated = head.card.extra.get("thresholds") if isinstance(head.card.extra, dict) else None
+    if calibrated is not None and len(calibrated) == n:
+        return np.asarray(calibrated, dtype=np.float64)
+    return np.full(n, EVENT_THRESHOLD)
+
+
+def sound_events(scores: np.ndarray, bounds: list[tuple[float, float]], labels: LabelSet, chosen: TagOptions,
+                 thresholds: np.ndarray) -> list[SoundEvent]:
+    """Consecutive tag windows in which a class reaches its threshold, merged into one event per
+    stretch (classes limited by ``chosen.include``/``exclude``); sorted by start, then probability."""
+    events: list[SoundEvent] = []
+    if not len(scores):
+        return events
+    for c in chosen.candidates(labels):
+        above = scores[:, c] >= thresholds[c]
+        i = 0
+        while i < len(above):
+            if not above[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(above) and above[j + 1]:
+                j += 1
+            label = labels[int(c)]
+            events.append(SoundEvent(int(c), label.mid, label.name, bounds[i][0], bounds[j][1],
+                                     float(scores[i : j + 1, c].max())))
+            i = j + 1
+    return sorted(events, key=lambda e: (e.start, -e.probability))
 
 
 def tag_segments(segments: list[Segment], scores: np.ndarray, bounds: list[tuple[float, float]],

@@ -1,21 +1,20 @@
-"""Render results as txt, json, srt, vtt or tsv. Subtitles carry sound cues such as ``[Music]``."""
+"""Render results as txt, json, srt, vtt, tsv or events. Subtitles carry sound cues such as ``[Music]``."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
-from .results import TagResult, TagWindow, TranscriptionResult
+from .results import SoundEvent, TagResult, TagWindow, TranscriptionResult
 
-FORMATS = ("txt", "json", "srt", "vtt", "tsv")
+FORMATS = ("txt", "json", "srt", "vtt", "tsv", "events")
 
 # Speech itself, and silence, are never shown as sound cues: the transcript already says it.
 NOT_CUES = {
     "/m/09x0r", "/m/05zppz", "/m/02zsn", "/m/0ytgt", "/m/01h8n0", "/m/02qldy", "/m/0261r1", "/m/0brhx",
     "/m/028v0c",
 }
-CUE_THRESHOLD = 0.5  # a non-speech class at least this probable in a window becomes a cue
-CUE_MAX_SPEECH = 0.5  # ... when transcript segments cover less than this share of the window
+CUE_MAX_SPEECH = 0.5  # a sound event becomes a cue when transcript segments cover less than this share of it
 
 
 @dataclass
@@ -39,23 +38,20 @@ def cue_name(name: str) -> str:
     return name.split(",")[0].strip()
 
 
-def sound_cues(result: TagResult, threshold: float = CUE_THRESHOLD) -> list[Cue]:
-    """Confident non-speech stretches, merged across neighbouring tag windows with the same sound."""
+def sound_cues(result: TagResult) -> list[Cue]:
+    """The result's sound events (not speech, not silence) as cues, where the transcript does not
+    already cover them; of events that overlap by more than half, the most probable one."""
     segments = spoken(result) if isinstance(result, TranscriptionResult) else []
-    cues: list[Cue] = []
-    for window in result.tags:
-        covered = sum(max(0.0, min(s.end, window.end) - max(s.start, window.start)) for s in segments)
-        if window.end <= window.start or covered / (window.end - window.start) >= CUE_MAX_SPEECH:
+    chosen: list[SoundEvent] = []
+    for event in sorted(result.events, key=lambda e: -e.probability):
+        length = event.end - event.start
+        covered = sum(max(0.0, min(s.end, event.end) - max(s.start, event.start)) for s in segments)
+        if event.mid in NOT_CUES or length <= 0 or covered / length >= CUE_MAX_SPEECH:
             continue
-        label = next((lab for lab in window.labels if lab.mid not in NOT_CUES and lab.probability >= threshold), None)
-        if label is None:
+        if any(min(c.end, event.end) - max(c.start, event.start) > length / 2 for c in chosen):
             continue
-        text = f"[{cue_name(label.name)}]"
-        if cues and cues[-1].text == text and abs(cues[-1].end - window.start) < 1e-6:
-            cues[-1].end = window.end
-        else:
-            cues.append(Cue(window.start, window.end, text))
-    return cues
+        chosen.append(event)
+    return [Cue(e.start, e.end, f"[{cue_name(e.name)}]") for e in sorted(chosen, key=lambda e: e.start)]
 
 
 def spoken(result: TranscriptionResult) -> list:
@@ -109,10 +105,16 @@ def render_txt(result: TagResult) -> str:
     return "".join(f"{timestamp(w.start)}-{timestamp(w.end)}\t{window_text(w)}\n" for w in result.tags)
 
 
+def render_events(result: TagResult) -> str:
+    """One line per sound event: start and end in seconds, class name, peak probability (tab-separated)."""
+    return "start\tend\tmid\tname\tprobability\n" + "".join(
+        f"{e.start:.1f}\t{e.end:.1f}\t{e.mid}\t{e.name}\t{e.probability:.4f}\n" for e in result.events)
+
+
 def render(result: TagResult, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
-    renderers = {"txt": render_txt, "srt": render_srt, "vtt": render_vtt, "tsv": render_tsv}
+    renderers = {"txt": render_txt, "srt": render_srt, "vtt": render_vtt, "tsv": render_tsv, "events": render_events}
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return renderers[fmt](result)

@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 
-from tagger.results import Segment, TagLabel, TagResult, TagWindow, TranscriptionResult
+from tagger.labels import audioset
+from tagger.results import Segment, SoundEvent, TagLabel, TagResult, TagWindow, TranscriptionResult
+from tagger.tagging import TagOptions, sound_events
 from tagger.writers import render, sound_cues, timestamp
 
 MUSIC = TagLabel(137, "/m/04rlf", "Music", 0.9)
@@ -30,15 +32,32 @@ def test_timestamps():
     assert timestamp(59.9996) == "01:00.000"
 
 
-def test_confident_non_speech_stretches_become_merged_cues():
-    tags = [
-        TagWindow(0, 10, [MUSIC, SPEECH]),
-        TagWindow(10, 20, [MUSIC]),
-        TagWindow(20, 30, [SPEECH, MUSIC]),  # covered by speech: no cue
-        TagWindow(30, 40, [BARK, TagLabel(137, "/m/04rlf", "Music", 0.2)]),
-        TagWindow(40, 45, [TagLabel(74, "/m/05tny_", "Bark", 0.3)]),  # not confident
-    ]
-    result = result_with(tags, [segment(0, 20.5, 29.5, " Hello there.")])
+def test_windows_above_a_class_threshold_merge_into_events():
+    labels = audioset()
+    music, bark, speech = (labels.index_of(n) for n in ("Music", "Bark", "Speech"))
+    scores = np.zeros((5, len(labels)), np.float32)
+    scores[[0, 1, 2], music] = [0.9, 0.8, 0.6]
+    scores[3, music] = 0.2
+    scores[[3, 4], bark] = [0.7, 0.3]
+    scores[2, speech] = 0.95
+    bounds = [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 40.0), (40.0, 45.0)]
+    thresholds = np.full(len(labels), 0.5)
+    thresholds[bark] = 0.25  # a calibrated, lower threshold for one class
+    events = sound_events(scores, bounds, labels, TagOptions(top_k=None), thresholds)
+    assert [(e.name, e.start, e.end, round(e.probability, 2)) for e in events] == [
+        ("Music", 0.0, 30.0, 0.9), ("Speech", 20.0, 30.0, 0.95), ("Bark", 30.0, 45.0, 0.7)]
+    only = sound_events(scores, bounds, labels, TagOptions(exclude=("Speech",)), thresholds)
+    assert [e.name for e in only] == ["Music", "Bark"]
+
+
+def test_sound_events_become_cues_where_nobody_speaks():
+    events = [SoundEvent(137, "/m/04rlf", "Music", 0.0, 20.0, 0.9),
+              SoundEvent(0, "/m/09x0r", "Speech", 20.0, 30.0, 0.95),  # speech is never a cue
+              SoundEvent(137, "/m/04rlf", "Music", 20.0, 30.0, 0.6),  # covered by the transcript: no cue
+              SoundEvent(74, "/m/05tny_", "Bark", 30.0, 40.0, 0.7),
+              SoundEvent(75, "/m/0bt9lr", "Dog", 30.0, 40.0, 0.6)]  # the same stretch as Bark, less sure
+    result = result_with([TagWindow(0, 45, [])], [segment(0, 20.5, 29.5, " Hello there.")])
+    result.events = events
     cues = sound_cues(result)
     assert [(c.start, c.end, c.text) for c in cues] == [(0, 20, "[Music]"), (30, 40, "[Bark]")]
     srt = render(result, "srt")
@@ -46,6 +65,9 @@ def test_confident_non_speech_stretches_become_merged_cues():
     assert "00:00:20,500 --> 00:00:29,500\nHello there." in srt
     vtt = render(result, "vtt")
     assert vtt.startswith("WEBVTT\n\n00:00.000 --> 00:20.000\n[Music]\n")
+    lines = render(result, "events").splitlines()
+    assert lines[0] == "start\tend\tmid\tname\tprobability" and lines[1] == "0.0\t20.0\t/m/04rlf\tMusic\t0.9000"
+    assert json.loads(render(result, "json"))["events"][3]["name"] == "Bark"
 
 
 def test_text_formats():
