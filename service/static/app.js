@@ -395,6 +395,7 @@ function optionFields() {
     tags: $("tags").checked ? "true" : "false",
     top_k: String(topK),
     tag_resolution: $("resolution").value,
+    speech_gate: $("gate").value,
   };
   if ($("language").value) fields.language = $("language").value;
   return fields;
