@@ -247,3 +247,44 @@ def test_pool_keeps_the_corpus_splits_and_resumes(tmp_path):
     assert rows == {split: (tmp_path / "pool" / f"{split}.csv").read_text() for split in ("train", "dev", "test")}
     clips_read = load_dataset(tmp_path / "pool" / "train.csv").clips
     assert clips_read and all(c.path.is_file() for c in clips_read)
+
+
+@needs_teacher
+def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
+    """The whole pipeline on a small pool: label, extract (packed), train, measure, install into a
+    folder; run again, every stage comes from its cache."""
+    from tagger.corpus.distil import distil_defaults
+
+    clips = pick(percussion_clips(), per_class=6) + pick(drum_clips(), per_class=3)
+    sources = [Source(source_id=f"fixtures:{c.path.name}", group=f"fixtures:{c.kit}:{c.label}", labels=(c.audioset,),
+                      origin="fixtures", load=partial(load_audio, c.path)) for c in clips]
+    sources += [Source(source_id=f"speech:{path.name}", group=f"speech:{path.name}", labels=(), origin="speech",
+                       load=partial(load_audio, path)) for path, _ in speech_clips()[:12]]
+    pool = tmp_path / "pool"
+    build_pool(sources, pool, PoolConfig(mixtures=0.2, variants=0.0, shares=(0.6, 0.2, 0.2)), progress=False)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    chosen = pick(percussion_clips(), per_class=3)
+    names = sorted({c.audioset for c in chosen})
+    with open(corpus / "test.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["path", "labels"], *([str(c.path), c.audioset] for c in chosen)])
+    with open(corpus / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["index", "mid", "display_name"],
+                                 *([i, audioset()[audioset().index_of(n)].mid, n] for i, n in enumerate(names))])
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, progress=False, label_smoothing=0.0)
+    install_dir = tmp_path / "installed"
+    install_dir.mkdir()
+    results = distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["wa_tr"], config,
+                              install_type="wa_tr", install_dir=install_dir)
+    (result,) = results
+    assert 0 <= result.pool_test_mAP <= 1 and -1 <= result.pool_test_correlation <= 1
+    assert 0 < result.corpus_test_mAP <= 1 and 0 < result.teacher_corpus_test_mAP <= 1
+    head = load_head(install_dir / "tiny.en.safetensors")
+    assert len(head.card.labels) == 527 and len(head.card.extra["thresholds"]) == 527
+    assert head.card.extra["test_metrics"]["corpus_test"]["mAP"] == pytest.approx(result.corpus_test_mAP)
+    assert "| tiny.en | wa_tr |" in (tmp_path / "work" / "distillation.md").read_text()
+    capsys.readouterr()
+    again = distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["wa_tr"], config)
+    out = capsys.readouterr().out
+    assert "0 clips labelled" in out and "0 clips extracted" in out and "not trained again" in out
+    assert again[0].pool_test_mAP == pytest.approx(result.pool_test_mAP)

@@ -168,7 +168,7 @@ def install(result: DistilResult, measures: dict, target_dir: Path = INSTALL_DIR
 
 def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, models: list[str],
                     head_types: list[str], config: TrainConfig, install_type: str | None = None,
-                    extract_bf16: bool = False) -> list[DistilResult]:
+                    extract_bf16: bool = False, install_dir: Path = INSTALL_DIR) -> list[DistilResult]:
     work.mkdir(parents=True, exist_ok=True)
     stores = label_all(pool, corpus, work, teacher_path)
     pool_labels = TeacherLabels.open(*(stores[f"pool-{s}"] for s in SPLITS))
@@ -201,7 +201,7 @@ def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, mo
                 per_class=measures["per_class"], thresholds=measures["thresholds"]))
             write_report(results, work)
             if head_type == install_type:
-                target = install(results[-1], measures)
+                target = install(results[-1], measures, install_dir)
                 shutil.copyfile(out.with_suffix(".measures.json"), work / f"{results[-1].model}-default.measures.json")
                 print(f"installed {target}", flush=True)
     return results
