@@ -40,8 +40,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a folder written by build-default: its recordings keep their splits in the pool")
     pool.add_argument("--cache", type=Path, default=None, help="package cache (default: the user cache folder)")
     pool.add_argument("--seed", type=int, default=0)
-    pool.add_argument("--package-minutes", type=float, default=25.0,
-                      help="plain pieces one package gives, at most, in minutes (default: 25)")
+    pool.add_argument("--package-minutes", type=float, default=6.0,
+                      help="plain pieces one package gives, at most, in minutes (default: 6)")
 
     distil = commands.add_parser("distil-default", help="distil the AudioSet teacher into 527-class default heads",
                                  description="Label the pool (and the corpus' test split) with the teacher, extract "
