@@ -159,10 +159,11 @@ function askForKey(body) {
     ? `The server did not accept this API key${detail ? ` (${detail})` : ""}. Enter the right key.`
     : "This server needs an API key. Enter it to continue; it is kept in this browser tab only.";
   const form = $("key-form");
+  const before = document.activeElement;
   form.hidden = false;
   $("key").value = "";
   $("key").focus();
-  const prompt = {};
+  const prompt = {before};
   prompt.promise = new Promise((resolve, reject) => {
     prompt.resolve = resolve;
     prompt.reject = reject;
@@ -176,11 +177,13 @@ function answerKeyPrompt(key) {
   if (!prompt) return;
   state.keyPrompt = null;
   $("key-form").hidden = true;
+  if (prompt.before && prompt.before !== document.body && document.contains(prompt.before)) prompt.before.focus();
   if (key) {
     sessionStorage.setItem(KEY_STORAGE, key);
     prompt.resolve(key);
   } else {
-    prompt.reject(new PageError("This server needs an API key. Run again and enter the key when the page asks."));
+    prompt.reject(new PageError("This server needs an API key. The page asks for it again at the next request " +
+                                "(reload the page, choose a file or press Run again)."));
   }
 }
 
@@ -363,6 +366,10 @@ async function toggleRecording() {
     button.textContent = "Record from the microphone";
     button.setAttribute("aria-pressed", "false");
     $("record-state").textContent = "";
+    if (!blob.size) {
+      showError(new PageError("The recording is empty: the microphone sent no sound. Check it, then record again."));
+      return;
+    }
     const name = recordingName(blob.type);
     useAudio(blob, name);
     TRANSPORTS.upload(blob, name);
@@ -652,10 +659,12 @@ function syncPlayhead() {
   const r = state.result;
   const playhead = $("playhead");
   if (!r) return;
-  const t = $("player").currentTime || 0;
+  const player = $("player");
+  const t = player.currentTime || 0;
+  const started = t > 0 || !player.paused;  // before that, no line is "now"
   if (playhead) playhead.style.left = `${Math.min(1, t / (r.duration || 1)) * 100}%`;
   for (const button of document.querySelectorAll("#segments .seg")) {
-    const inside = t >= Number(button.dataset.start) && t < Number(button.dataset.end);
+    const inside = started && t >= Number(button.dataset.start) && t < Number(button.dataset.end);
     button.classList.toggle("current", inside);
     if (inside) button.setAttribute("aria-current", "true");
     else button.removeAttribute("aria-current");
