@@ -457,6 +457,32 @@ def test_segments_below_the_speech_gate_are_shown_as_no_speech(tab, tmp_path):
     assert tab.errors() == []
 
 
+def test_a_multilingual_model_translates_and_takes_a_language(browser, tmp_path):
+    """base (multilingual): the Italian prompt in Italian with the language set, then translated into English."""
+    clip = SPEECH / "asterisk-it-tt-allbusy.flac"
+    with server_process({"EARMARK_MODEL": "base"}) as running:
+        tab = Tab(browser, running.url, api_key=None)
+        try:
+            page = tab.open()
+            expect(page.locator("#server")).to_contain_text("Model base", timeout=60_000)
+            expect(page.locator("#translate")).to_be_enabled()
+            page.select_option("#language", "it")
+            tab.upload(clip)
+            italian = set(words(tab.transcript()))
+            assert len(italian & {"operatori", "ditta", "momento", "impegnati", "clienti", "linea", "chiamata"}) >= 4
+            expect(page.locator("#summary")).to_contain_text("in Italian")
+            page.check("#translate")
+            page.click("#run")
+            expect(page.locator("#summary")).to_contain_text("translated from Italian", timeout=WAIT_MS)
+            tab.wait_for_result()
+            english = set(words(tab.transcript()))
+            assert len(english & {"all", "operators", "company", "busy", "customers", "clients", "line", "call",
+                                  "answered", "order", "received"}) >= 4, english
+            assert tab.errors() == []
+        finally:
+            tab.close(tmp_path / "page.png")
+
+
 # --- the microphone ------------------------------------------------------------------------------
 
 
