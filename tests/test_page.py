@@ -10,6 +10,7 @@ they fail instead. Each test leaves a screenshot of the page in its temporary di
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -249,8 +250,21 @@ def test_speech_shows_the_right_text_and_a_speech_lane(tab):
     assert tab.errors() == []
 
 
-def test_music_shows_a_music_lane(tab):
-    tab.upload(SCENES / "music-macroform-cold_day.flac")
+def test_music_dropped_on_the_page_shows_a_music_lane(tab):
+    clip = SCENES / "music-macroform-cold_day.flac"
+    # a drop of the file onto the drop zone, as a file manager would deliver it
+    transfer = tab.page.evaluate_handle(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "audio/flac"}));
+            return transfer;
+        }""", [clip.name, base64.b64encode(clip.read_bytes()).decode()])
+    tab.page.dispatch_event("#drop", "dragover", {"dataTransfer": transfer})
+    expect(tab.page.locator("#drop")).to_have_class(re.compile(r"\bover\b"))
+    tab.page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    tab.wait_for_result()
+    expect(tab.page.locator("#summary")).to_contain_text(clip.name)
     expect(tab.lane("Music")).to_be_visible()
     probabilities = [float(p) for p in tab.lane("Music").locator(".cell").evaluate_all(
         "cells => cells.map(c => c.dataset.probability)")]
