@@ -409,6 +409,12 @@ def test_selecting_a_segment_or_a_timeline_cell_moves_the_player(tab):
     assert target > 0 and focused.get_attribute("tabindex") == "0"
     page.keyboard.press("Enter")
     page.wait_for_function(f"() => Math.abs(document.querySelector('#player').currentTime - {target}) < 1.5")
+    # while it plays, the playhead follows the player
+    page.wait_for_function(f"() => document.querySelector('#player').currentTime > {target} + 0.5", timeout=15_000)
+    time_now, left = page.evaluate("() => [document.querySelector('#player').currentTime,"
+                                   " parseFloat(document.querySelector('#playhead').style.left)]")
+    duration = float(page.locator("#summary").text_content().split(": ", 1)[1].split(" s ")[0])
+    assert abs(left - 100 * time_now / duration) < 100 * 0.5 / duration  # within half a second
     assert tab.errors() == []
 
 
