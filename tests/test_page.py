@@ -451,7 +451,21 @@ def test_tags_off_leaves_the_timeline_out(tab):
     assert tab.errors() == []
 
 
-def test_segments_below_the_speech_gate_are_shown_as_no_speech(tab, tmp_path):
+def srt_cues(srt: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) of every subtitle in an SRT file."""
+    def seconds(stamp: str) -> float:
+        hours, minutes, rest = stamp.split(":")
+        return round(int(hours) * 3600 + int(minutes) * 60 + float(rest.replace(",", ".")), 3)
+
+    cues = []
+    for block in srt.strip().split("\n\n"):
+        _, times, *text = block.splitlines()
+        start, end = times.split(" --> ")
+        cues.append((seconds(start), seconds(end), " ".join(text)))
+    return cues
+
+
+def test_segments_below_the_speech_gate_are_shown_as_no_speech(tab, server, tmp_path):
     """Speech over music: its segment is less likely speech than 90 % (about 77 % with tiny.en's head)."""
     from tagger import load_audio
 
@@ -474,6 +488,11 @@ def test_segments_below_the_speech_gate_are_shown_as_no_speech(tab, tmp_path):
     assert_heard(flagged.first.locator(".text").text_content(), "asterisk-en-vm-nobox.flac", share=0.5)  # over music
     assert page.locator("#segments li.speech").count() == 0
     expect(page.locator("#status-text")).to_contain_text("Done: 0 segments of speech")
+    # the sound cues in the transcript are the API's: its subtitles hold the same ones and no words
+    srt = api(server, mixture, response_format="srt", tags="true", top_k="5", tag_resolution="2", speech_gate="0.9").text
+    shown = page.locator("#segments li.cue .seg").evaluate_all(
+        "items => items.map(b => [Number(b.dataset.start), Number(b.dataset.end), b.querySelector('.text').textContent])")
+    assert shown and [tuple(cue) for cue in shown] == srt_cues(srt)
     assert tab.errors() == []
 
 
