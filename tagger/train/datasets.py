@@ -18,9 +18,25 @@ Formats (``detect_format`` picks one from the path; ``load_dataset(..., format=.
     are reported in ``Dataset.problems``. Each clip keeps its segment as ``start``/``end``:
     extraction cuts the file to ``start..end`` only when the file is longer than the segment
     (a whole YouTube video); a file of the segment's length (the usual download) is used whole.
+``urbansound8k``
+    The UrbanSound8K metadata CSV (``slice_file_name, fsID, start, end, salience, fold, classID,
+    class``), audio in ``AUDIO/foldN/`` where ``AUDIO`` is ``audio_dir`` or found next to the CSV
+    (``../audio``, ``audio``, the CSV's folder). Labels: ``class``. ``start``/``end`` locate a
+    slice in its freesound recording, not in the slice file, so they are not used.
+``esc50``
+    The ESC-50 CSV (``filename, fold, target, category, esc10, src_file, take``), audio in
+    ``AUDIO/`` found the same way. Labels: ``category``.
 ``json``
     The Whisper-AT / AST data JSON, ``{"data": [{"wav": path, "labels": "mid1,mid2"}, ...]}``
     (an optional ``"fold"`` per item is kept). Relative paths are relative to the JSON's folder.
+
+Folds may be written any way a data set writes them, one way per file: whole numbers (``1``),
+one prefix and a number (``fold1``: fold 1), or names (``A``, ``B``: numbered 1, 2, ... in sorted
+order, ``Dataset.fold_names`` keeps the names). A row whose fold is written another way than most
+rows is left out and listed.
+
+Rows that cannot be used go to ``Dataset.problems`` as ``(where, why)``; ``why`` reads ``reason:
+detail`` so ``problem_summary`` can count them per reason.
 
 Label sets (``resolve_labels``): ``"auto"`` gives the 527 AudioSet classes when every label of the
 data is an AudioSet mid or display name, else a custom set built from the data's labels;
@@ -34,6 +50,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,15 +67,18 @@ __all__ = [
     "detect_format",
     "label_indices",
     "load_dataset",
+    "problem_summary",
     "read_ast_json",
     "read_audioset_csv",
     "read_csv",
+    "read_esc50",
     "read_folders",
     "read_label_file",
+    "read_urbansound8k",
     "resolve_labels",
 ]
 
-FORMATS = ("auto", "csv", "audioset", "json", "folders")
+FORMATS = ("auto", "csv", "audioset", "urbansound8k", "esc50", "json", "folders")
 LABEL_SEPARATOR = ";"
 CUSTOM_LABEL_SET = "custom"
 
@@ -88,9 +108,10 @@ class Clip:
 @dataclass
 class Dataset:
     clips: list[Clip]
-    format: str  # the format that was read: csv | audioset | json | folders
+    format: str  # the format that was read: csv | audioset | urbansound8k | esc50 | json | folders
     source: Path
     problems: list[tuple[str, str]] = field(default_factory=list)  # (row or clip, why it was left out)
+    fold_names: dict[int, str] = field(default_factory=dict)  # fold number -> the id as written, where they differ
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -101,6 +122,11 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- format detection
+
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "wav", "audio", "slice_file_name")
+LABEL_COLUMNS = ("labels", "label", "class", "category", "classes", "tags")
+URBANSOUND8K_COLUMNS = ("slice_file_name", "fsid", "start", "end", "salience", "fold", "classid", "class")
+ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 
 
 def _is_audioset_csv(path: Path) -> bool:
@@ -116,9 +142,21 @@ def _is_audioset_csv(path: Path) -> bool:
     return False
 
 
+def _header(path: Path) -> list[str]:
+    """The first row of a CSV that is not empty or a comment, lower-cased (``[]`` if none)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            for row in csv.reader(line for _, line in zip(range(50), f)):
+                if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#"):
+                    return [cell.strip().lower() for cell in row]
+    except (OSError, csv.Error):
+        pass
+    return []
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """``folders`` for a directory, ``json`` for .json, ``audioset`` for a CSV with a YTID header,
-    else ``csv``."""
+    ``urbansound8k`` / ``esc50`` for a CSV with those data sets' columns, else ``csv``."""
     path = Path(path)
     if path.is_dir():
         return "folders"
@@ -126,6 +164,11 @@ def detect_format(path: str | os.PathLike) -> str:
         return "json"
     if _is_audioset_csv(path):
         return "audioset"
+    header = set(_header(path))
+    if "slice_file_name" in header and header & {"class", "classid"}:
+        return "urbansound8k"
+    if "filename" in header and "category" in header and header & {"target", "esc10", "src_file"}:
+        return "esc50"
     return "csv"
 
 
@@ -140,6 +183,7 @@ def load_dataset(path: str | os.PathLike, format: str = "auto", *, audio_dir: st
         raise FileNotFoundError(f"no data set at {path}")
     if format == "auto":
         format = detect_format(path)
+    fold_names: dict[int, str] = {}
     if format == "folders":
         if not path.is_dir():
             raise DatasetError(f"the folders format needs a directory with one subfolder per class, not the file {path}")
@@ -147,20 +191,37 @@ def load_dataset(path: str | os.PathLike, format: str = "auto", *, audio_dir: st
     elif path.is_dir():
         raise DatasetError(f"the {format} format needs a file, but {path} is a directory")
     elif format == "csv":
-        clips, problems = read_csv(path)
+        clips, problems, fold_names = read_csv(path)
     elif format == "audioset":
         clips, problems = read_audioset_csv(path, audio_dir)
+    elif format == "urbansound8k":
+        clips, problems, fold_names = read_urbansound8k(path, audio_dir)
+    elif format == "esc50":
+        clips, problems, fold_names = read_esc50(path, audio_dir)
     else:
-        clips, problems = read_ast_json(path)
+        clips, problems, fold_names = read_ast_json(path)
     seen: set[str] = set()
     unique = []
     for clip in clips:
         if clip.clip_id in seen:
-            problems.append((clip.clip_id, "the same clip id appears again; the later row is left out"))
+            problems.append((clip.clip_id, "the same clip id appears again: the later row is left out"))
             continue
         seen.add(clip.clip_id)
         unique.append(clip)
-    return Dataset(clips=unique, format=format, source=path, problems=problems)
+    return Dataset(clips=unique, format=format, source=path, problems=problems, fold_names=fold_names)
+
+
+def problem_summary(problems: list[tuple[str, str]], shown: int = 5, noun: str = "row") -> str:
+    """Lines for a report: how many rows were left out per reason (the part of ``why`` before its
+    first ``: ``), then the first ``shown`` rows with their reasons."""
+    if not problems:
+        return ""
+    reasons = Counter(why.split(": ", 1)[0] for _, why in problems)
+    lines = [f"{count} {noun}{'s' if count != 1 else ''}: {reason}" for reason, count in reasons.most_common()]
+    lines += [f"{where}: {why}" for where, why in problems[:shown]]
+    if len(problems) > shown:
+        lines.append(f"... and {len(problems) - shown} more")
+    return "\n".join("  " + line for line in lines)
 
 
 # --------------------------------------------------------------------------- readers
@@ -175,19 +236,65 @@ def _split_labels(text: str, separator: str) -> list[str]:
     return labels
 
 
-def _fold(text: str | None) -> int | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    value = float(text)
-    if not value.is_integer():
-        raise ValueError(f"fold {text!r} is not a whole number")
-    return int(value)
+_PREFIXED_FOLD = re.compile(r"^([^\d]*?)[\s_-]*(\d+)$")
+
+
+def _fold_kind(text: str) -> tuple[str, int | None]:
+    """How a fold id is written: ``("number", n)``, ``("bad number", None)`` (``1.5``),
+    ``("prefix fold", n)`` for ``fold1`` (the prefix, lower-cased, names the kind), ``("name", None)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return ("number", int(value)) if value.is_integer() else ("bad number", None)
+    match = _PREFIXED_FOLD.match(text)
+    if match and match.group(1):
+        return f"prefix {match.group(1).strip().lower()}", int(match.group(2))
+    return "name", None
+
+
+def _number_folds(pending: list[tuple[int, str, Clip, str]], problems: list[tuple[int, str, str]]
+                  ) -> tuple[list[Clip], list[tuple[str, str]], dict[int, str]]:
+    """Give each pending clip ``(row, where, clip, fold as written)`` its fold number (see the
+    module docstring). Rows whose fold is written unlike most rows join ``problems`` (``(row,
+    where, why)``); returns the clips, every problem in row order, and the fold names."""
+    kinds = {text: _fold_kind(text) for *_, text in pending if text}
+    counts = Counter(kinds[text][0] for *_, text in pending if text and kinds[text][0] != "bad number")
+    kind = counts.most_common(1)[0][0] if counts else "number"
+    if kind == "name":
+        names = sorted({text for text, (k, _) in kinds.items() if k == "name"}, key=lambda t: (t.casefold(), t))
+        numbers = {text: position for position, text in enumerate(names, start=1)}
+    else:
+        numbers = {text: number for text, (k, number) in kinds.items() if k == kind}
+    described = {"number": "whole numbers", "name": "names"}.get(kind, f"'{kind[7:]}' and a number")
+    clips: list[Clip] = []
+    for row, where, clip, text in pending:
+        if not text:
+            clips.append(clip)
+        elif text in numbers:
+            clips.append(Clip(clip.clip_id, clip.path, clip.labels, numbers[text], clip.start, clip.end))
+        elif kinds[text][0] == "bad number":
+            problems.append((row, where, f"fold is not a whole number: {text!r}"))
+        else:
+            problems.append((row, where, f"fold written unlike the other rows' folds ({described}): {text!r}"))
+    used = {numbers[text] for *_, text in pending if text in numbers}
+    fold_names = {number: text for text, number in numbers.items() if text != str(number) and number in used}
+    taken = Counter(numbers[text] for text in {t for *_, t in pending if t in numbers})
+    clashes = sorted(n for n, c in taken.items() if c > 1)  # "1" and "01", "fold1" and "Fold 1": one fold
+    for number in clashes:
+        fold_names[number] = " / ".join(sorted(text for text, n in numbers.items() if n == number))
+    return clips, [(where, why) for _, where, why in sorted(problems, key=lambda p: p[0])], fold_names
 
 
 def _seconds(text: str | None) -> float | None:
     text = (text or "").strip()
-    return float(text) if text else None
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"start/end is not a number of seconds: {text!r}") from None
 
 
 def _resolve(base: Path, text: str) -> Path:
@@ -195,52 +302,149 @@ def _resolve(base: Path, text: str) -> Path:
     return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
-def read_csv(path: Path) -> tuple[list[Clip], list[tuple[str, str]]]:
-    """The generic ``path,labels[,fold]`` CSV (see the module docstring)."""
+def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The CSV's rows that are not empty or comments, with their line numbers (1-based)."""
     text = Path(path).read_text(encoding="utf-8-sig")
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
-    rows = [row for row in rows if not row[0].lstrip().startswith("#")]
+    rows = [(number, row) for number, row in enumerate(csv.reader(io.StringIO(text)), start=1)
+            if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
     if not rows:
         raise DatasetError(f"{path} has no rows")
-    columns = {"path": 0, "labels": 1, "fold": 2, "start": None, "end": None}
-    first = [cell.strip().lower() for cell in rows[0]]
-    line_offset = 1
-    if first[0] in ("path", "file", "filename", "wav"):
-        named = {name: first.index(name) for name in ("labels", "fold", "start", "end") if name in first}
-        if "labels" not in named and "label" in first:
-            named["labels"] = first.index("label")
-        if "labels" not in named:
-            raise DatasetError(f"{path}: the header has no 'labels' column (found: {', '.join(first)})")
-        columns = {"path": 0, "labels": named["labels"], "fold": named.get("fold"),
-                   "start": named.get("start"), "end": named.get("end")}
+    return rows
+
+
+def _looks_like_audio(cell: str) -> bool:
+    return Path(cell.strip()).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        if name in header:
+            return header.index(name)
+    return None
+
+
+def _expected_columns(path: Path, header: list[str]) -> DatasetError:
+    return DatasetError(
+        f"{path}: the header names the columns {', '.join(repr(c) for c in header)}; expected a path column "
+        f"({', '.join(PATH_COLUMNS[:4])}) and a labels column ({', '.join(LABEL_COLUMNS[:4])}), optionally fold, "
+        f"start and end; or the UrbanSound8K metadata columns ({', '.join(URBANSOUND8K_COLUMNS)}); or the ESC-50 "
+        f"columns ({', '.join(ESC50_COLUMNS)})"
+    )
+
+
+def read_csv(path: Path) -> tuple[list[Clip], list[tuple[str, str]], dict[int, str]]:
+    """The generic ``path,labels[,fold]`` CSV (see the module docstring): clips, problems, fold names."""
+    path = Path(path)
+    rows = _read_rows(path)
+    columns: dict[str, int | None] = {"path": 0, "labels": 1, "fold": 2, "start": None, "end": None}
+    first = [cell.strip().lower() for cell in rows[0][1]]
+    second_is_clip = len(rows) > 1 and _looks_like_audio(rows[1][1][0])
+    if first[0] in PATH_COLUMNS or (not any(_looks_like_audio(cell) for cell in first) and second_is_clip):
+        path_column = _find_column(first, PATH_COLUMNS)
+        labels_column = _find_column(first, LABEL_COLUMNS)
+        if path_column is None or labels_column is None:
+            raise _expected_columns(path, first)
+        columns = {"path": path_column, "labels": labels_column, "fold": _find_column(first, ("fold",)),
+                   "start": _find_column(first, ("start",)), "end": _find_column(first, ("end",))}
         rows = rows[1:]
-        line_offset = 2
-    base = Path(path).resolve().parent
-    clips: list[Clip] = []
-    problems: list[tuple[str, str]] = []
+    base = path.resolve().parent
+    pending: list[tuple[int, str, Clip, str]] = []
+    problems: list[tuple[int, str, str]] = []
 
-    def cell(row: list[str], name: str) -> str | None:
+    def cell(row: list[str], name: str) -> str:
         index = columns[name]
-        return row[index] if index is not None and index < len(row) else None
+        return row[index].strip() if index is not None and index < len(row) else ""
 
-    for number, row in enumerate(rows, start=line_offset):
-        where = f"{Path(path).name}, row {number}"
+    for number, row in rows:
+        where = f"{path.name}, row {number}"
         if len(row) < 2:
-            problems.append((where, "expected at least path and labels"))
+            problems.append((number, where, "expected at least path and labels: one cell"))
             continue
         try:
-            fold = _fold(cell(row, "fold"))
             start, end = _seconds(cell(row, "start")), _seconds(cell(row, "end"))
         except ValueError as error:
-            problems.append((where, str(error)))
+            problems.append((number, where, str(error)))
             continue
-        name = row[0].strip()
+        name = cell(row, "path")
         if not name:
-            problems.append((where, "empty path"))
+            problems.append((number, where, "empty path"))
             continue
-        clips.append(Clip(clip_id=name, path=_resolve(base, name), labels=_split_labels(cell(row, "labels") or "", LABEL_SEPARATOR),
-                          fold=fold, start=start, end=end))
-    return clips, problems
+        clip = Clip(clip_id=name, path=_resolve(base, name), labels=_split_labels(cell(row, "labels"), LABEL_SEPARATOR),
+                    start=start, end=end)
+        pending.append((number, where, clip, cell(row, "fold")))
+    clips, problems_in_order, fold_names = _number_folds(pending, problems)
+    return clips, problems_in_order, fold_names
+
+
+def _audio_root(path: Path, audio_dir: str | os.PathLike | None) -> Path:
+    """The audio folder of an UrbanSound8K / ESC-50 CSV: ``audio_dir``, else ``../audio``,
+    ``audio`` or the CSV's own folder, whichever exists first."""
+    if audio_dir is not None:
+        if not Path(audio_dir).is_dir():
+            raise DatasetError(f"the audio folder {audio_dir} does not exist")
+        return Path(audio_dir)
+    base = path.resolve().parent
+    for candidate in (base.parent / "audio", base / "audio"):
+        if candidate.is_dir():
+            return candidate
+    return base
+
+
+def _read_named_table(path: Path, layout: str, file_column: str, label_columns: tuple[str, ...],
+                      locate) -> tuple[list[Clip], list[tuple[str, str]], dict[int, str]]:
+    """An UrbanSound8K- or ESC-50-style CSV: columns by name; ``locate(file, fold)`` lists where
+    the audio may be."""
+    rows = _read_rows(path)
+    header = [cell.strip().lower() for cell in rows[0][1]]
+    file_index = _find_column(header, (file_column,))
+    label_index = _find_column(header, label_columns)
+    fold_index = _find_column(header, ("fold",))
+    if file_index is None or label_index is None:
+        expected = URBANSOUND8K_COLUMNS if layout == "UrbanSound8K" else ESC50_COLUMNS
+        raise DatasetError(f"{path}: not an {layout} CSV: it has the columns {', '.join(repr(c) for c in header)}; "
+                           f"expected {', '.join(expected)} (at least {file_column!r} and {label_columns[0]!r})")
+    pending: list[tuple[int, str, Clip, str]] = []
+    problems: list[tuple[int, str, str]] = []
+    for number, row in rows[1:]:
+        where = f"{path.name}, row {number}"
+        cells = [cell.strip() for cell in row] + [""] * max(0, len(header) - len(row))
+        name, label = cells[file_index], cells[label_index]
+        fold = cells[fold_index] if fold_index is not None else ""
+        if not name:
+            problems.append((number, where, f"empty {file_column}"))
+            continue
+        if not label:
+            problems.append((number, where, f"empty {header[label_index]}: {name}"))
+            continue
+        candidates = locate(name, fold)
+        audio = next((c for c in candidates if c.is_file()), None)
+        if audio is None:
+            problems.append((number, where, f"no audio file: {name} (looked in {', '.join(str(c.parent) for c in candidates)})"))
+            continue
+        pending.append((number, where, Clip(clip_id=name, path=audio, labels=[label]), fold))
+    clips, problems_in_order, fold_names = _number_folds(pending, problems)
+    return clips, problems_in_order, fold_names
+
+
+def read_urbansound8k(path: Path, audio_dir: str | os.PathLike | None = None
+                      ) -> tuple[list[Clip], list[tuple[str, str]], dict[int, str]]:
+    """The UrbanSound8K metadata CSV, audio in ``AUDIO/foldN/`` (see the module docstring)."""
+    path = Path(path)
+    root = _audio_root(path, audio_dir)
+
+    def locate(name: str, fold: str) -> list[Path]:
+        folders = [root / f"fold{fold}", root / fold] if fold and not fold.lower().startswith("fold") else [root / fold]
+        return [folder / name for folder in folders if fold] + [root / name]
+
+    return _read_named_table(path, "UrbanSound8K", "slice_file_name", ("class", "classid"), locate)
+
+
+def read_esc50(path: Path, audio_dir: str | os.PathLike | None = None
+               ) -> tuple[list[Clip], list[tuple[str, str]], dict[int, str]]:
+    """The ESC-50 CSV, audio in ``AUDIO/`` (see the module docstring)."""
+    path = Path(path)
+    root = _audio_root(path, audio_dir)
+    return _read_named_table(path, "ESC-50", "filename", ("category", "target"), lambda name, fold: [root / name])
 
 
 def _audio_index(audio_dir: Path) -> dict[str, Path]:
@@ -273,16 +477,16 @@ def read_audioset_csv(path: Path, audio_dir: str | os.PathLike | None = None) ->
             continue
         ytid = row[0].strip()
         if len(row) < 4:
-            problems.append((ytid, "expected YTID, start_seconds, end_seconds, positive_labels"))
+            problems.append((ytid, "expected YTID, start_seconds, end_seconds, positive_labels: fewer cells"))
             continue
         try:
             start, end = float(row[1]), float(row[2])
         except ValueError:
-            problems.append((ytid, f"bad start/end seconds {row[1]!r}, {row[2]!r}"))
+            problems.append((ytid, f"start/end is not a number of seconds: {row[1]!r}, {row[2]!r}"))
             continue
         audio = files.get(ytid) or files.get("Y" + ytid)
         if audio is None:
-            problems.append((ytid, f"no audio file named {ytid}.* in {audio_dir}"))
+            problems.append((ytid, f"no audio file: {ytid}.* in {audio_dir}"))
             continue
         labels = _split_labels(",".join(row[3:]), ",")
         clip_id = ytid if ytid not in seen else f"{ytid}_{start:g}"  # one video, several segments
@@ -291,7 +495,7 @@ def read_audioset_csv(path: Path, audio_dir: str | os.PathLike | None = None) ->
     return clips, problems
 
 
-def read_ast_json(path: Path) -> tuple[list[Clip], list[tuple[str, str]]]:
+def read_ast_json(path: Path) -> tuple[list[Clip], list[tuple[str, str]], dict[int, str]]:
     """The Whisper-AT / AST ``{"data": [{"wav": ..., "labels": "mid1,mid2"}]}`` file."""
     path = Path(path)
     try:
@@ -302,24 +506,21 @@ def read_ast_json(path: Path) -> tuple[list[Clip], list[tuple[str, str]]]:
     if not isinstance(items, list):
         raise DatasetError(f'{path}: expected {{"data": [{{"wav": ..., "labels": ...}}, ...]}}')
     base = path.resolve().parent
-    clips: list[Clip] = []
-    problems: list[tuple[str, str]] = []
+    pending: list[tuple[int, str, Clip, str]] = []
+    problems: list[tuple[int, str, str]] = []
     for number, item in enumerate(items):
         where = f"{path.name}, item {number}"
         if not isinstance(item, dict) or not isinstance(item.get("wav"), str) or not item["wav"].strip():
-            problems.append((where, 'expected an object with a "wav" path'))
+            problems.append((number, where, 'expected an object with a "wav" path'))
             continue
         labels = item.get("labels", "")
         if isinstance(labels, list):
             labels = ",".join(str(label) for label in labels)
-        try:
-            fold = _fold(str(item["fold"])) if item.get("fold") is not None else None
-        except ValueError as error:
-            problems.append((where, str(error)))
-            continue
-        clips.append(Clip(clip_id=item["wav"].strip(), path=_resolve(base, item["wav"]),
-                          labels=_split_labels(str(labels), ","), fold=fold))
-    return clips, problems
+        fold = str(item["fold"]).strip() if item.get("fold") is not None else ""
+        pending.append((number, where, Clip(clip_id=item["wav"].strip(), path=_resolve(base, item["wav"]),
+                                    labels=_split_labels(str(labels), ",")), fold))
+    clips, problems_in_order, fold_names = _number_folds(pending, problems)
+    return clips, problems_in_order, fold_names
 
 
 def read_folders(root: Path) -> tuple[list[Clip], list[tuple[str, str]]]:

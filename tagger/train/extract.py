@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import distributed
-from .datasets import FORMATS, DatasetError, default_multi_label, load_dataset, resolve_labels
+from .datasets import FORMATS, DatasetError, default_multi_label, load_dataset, problem_summary, resolve_labels
 from .features import CacheMismatchError, extract_features
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,14 @@ DISTRIBUTED_TIMEOUT_S = 6 * 3600.0  # ranks wait this long for the slowest one a
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path,
-                        help="a CSV (path,labels[,fold]), an AudioSet segments CSV, a Whisper-AT/AST JSON, or a folder "
-                             "with one subfolder per class")
+                        help="a CSV (path,labels[,fold]), an AudioSet segments CSV, an UrbanSound8K or ESC-50 metadata "
+                             "CSV, a Whisper-AT/AST JSON, or a folder with one subfolder per class")
     parser.add_argument("--out", required=True, type=Path, help="the feature cache directory (created, or resumed)")
     parser.add_argument("--model", default="base", help="Whisper model name, .pt checkpoint or CTranslate2 directory (default: base)")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="data format (default: from the path)")
     parser.add_argument("--audio-dir", type=Path, default=None,
-                        help="AudioSet: the folder of audio files named by YTID (default: the CSV's folder)")
+                        help="AudioSet: the folder of audio files named by YTID (default: the CSV's folder); "
+                             "UrbanSound8K / ESC-50: the audio folder (default: ../audio, audio or the CSV's folder)")
     parser.add_argument("--labels", default="auto",
                         help="audioset, data, or a label file (CSV with mid,display_name); default: audioset when every "
                              "label is an AudioSet class, else the data's own labels")
@@ -56,14 +57,12 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def _print_problems(title: str, problems: list[tuple[str, str]]) -> None:
+def _print_problems(title: str, problems: list[tuple[str, str]], noun: str = "row") -> None:
+    """The count per reason, then the first rows with their reasons."""
     if not problems:
         return
     print(f"earmark extract: {title}: {len(problems)}", file=sys.stderr)
-    for where, why in problems[:SHOWN_PROBLEMS]:
-        print(f"  {where}: {why}", file=sys.stderr)
-    if len(problems) > SHOWN_PROBLEMS:
-        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more", file=sys.stderr)
+    print(problem_summary(problems, shown=SHOWN_PROBLEMS, noun=noun), file=sys.stderr)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -79,7 +78,9 @@ def run_extract(args: argparse.Namespace) -> int:
             raise ValueError("--max-duration must be a positive number of seconds")
         dataset = load_dataset(args.data, args.format, audio_dir=args.audio_dir)
         if not dataset.clips:
-            raise DatasetError(f"{args.data}: no usable clips" + (f" ({len(dataset.problems)} rows left out)" if dataset.problems else ""))
+            raise DatasetError(f"{args.data}: no usable clips" + (
+                f"; every row ({len(dataset.problems)}) was left out:\n{problem_summary(dataset.problems)}"
+                if dataset.problems else f" ({dataset.format} format: no rows)"))
         labels = resolve_labels(dataset.clips, args.labels)
         multi_label = args.multi_label if args.multi_label is not None else default_multi_label(dataset.clips, labels)
     except (FileNotFoundError, DatasetError, ValueError) as error:
@@ -91,6 +92,9 @@ def run_extract(args: argparse.Namespace) -> int:
         _print_problems("rows left out of the data set", dataset.problems)
         print(f"earmark extract: {len(dataset.clips)} clips ({dataset.format}), {len(labels)} classes "
               f"({labels.name}), {'multi' if multi_label else 'single'}-label, {world} process(es)", file=sys.stderr)
+        if dataset.fold_names:
+            print("earmark extract: folds " + ", ".join(f"{name!r} -> {number}" for number, name
+                                                        in sorted(dataset.fold_names.items())), file=sys.stderr)
 
     device = args.device
     if device is None and world > 1:
@@ -118,7 +122,7 @@ def run_extract(args: argparse.Namespace) -> int:
         distributed.cleanup()
         return 2
     if main:
-        _print_problems("clips skipped", report.skipped)
+        _print_problems("clips skipped", report.skipped, noun="clip")
         print(f"earmark extract: {report.n_done} clips extracted, {report.n_cached} already cached, "
               f"{report.n_skipped} skipped; {report.audio_seconds:.1f} s of audio in {report.wall_seconds:.1f} s "
               f"(real-time factor {report.real_time_factor:.1f}x) -> {args.out}", file=sys.stderr)
