@@ -219,6 +219,15 @@ def test_the_page_loads_without_a_key_and_asks_for_one_when_the_api_needs_it(bro
         # tiny.en is English-only: the page says it cannot translate instead of sending a request that fails
         expect(page.locator("#translate")).to_be_disabled()
         expect(page.locator("#translate-note")).to_contain_text("English only")
+        # a key that stops working (here: forgotten) is asked for again when a file is sent, which then goes through
+        page.evaluate(f"sessionStorage.removeItem({json.dumps(KEY_STORAGE)})")
+        page.set_input_files("#file", str(SCENES / "music-macroform-cold_day.flac"))
+        expect(page.locator("#key-form")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#status-text")).to_have_text("Waiting for the API key…")
+        page.fill("#key", API_KEY)
+        page.keyboard.press("Enter")
+        tab.wait_for_result()
+        expect(tab.lane("Music")).to_be_visible()
         assert tab.errors(allowed=(r"status of 401",)) == []
     finally:
         tab.close(tmp_path / "page.png")

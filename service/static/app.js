@@ -439,7 +439,6 @@ async function uploadTransport(blob, name) {
   state.job = job;
   setBusy(true);
   const megabytes = (blob.size / 1e6).toFixed(1);
-  let working = 0;
   let timer = null;
   setStatus(`Uploading ${name} (${megabytes} MB)…`, 0);
   const onUpload = (fraction) => {
@@ -451,7 +450,11 @@ async function uploadTransport(blob, name) {
       const length = isFinite($("player").duration) ? ` ${Math.round($("player").duration)} s of audio` : "";
       const verb = request.endpoint.endsWith("translations") ? "Translating" : "Transcribing";
       const tick = () => {
-        working = Math.round((performance.now() - started) / 1000);
+        if (state.keyPrompt) {
+          setStatus("Waiting for the API key…");
+          return;
+        }
+        const working = Math.round((performance.now() - started) / 1000);
         setStatus(`${verb}${length}… ${working} s so far.`, null);
       };
       tick();
