@@ -233,6 +233,16 @@ def test_the_page_loads_without_a_key_and_asks_for_one_when_the_api_needs_it(bro
         tab.close(tmp_path / "page.png")
 
 
+def test_the_package_ships_every_file_of_the_page():
+    """pyproject's package data covers service/static, so an installed server has its page."""
+    tomllib = pytest.importorskip("tomllib")
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
+    files = sorted((ROOT / "service" / "static").iterdir())
+    assert {"index.html", "app.js", "app.css"} <= {path.name for path in files}
+    for path in files:
+        assert any(path.relative_to(ROOT / "service").match(pattern) for pattern in patterns), path.name
+
+
 # --- uploads ---------------------------------------------------------------------------------------
 
 

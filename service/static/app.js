@@ -123,7 +123,7 @@ function explain(status, body, retryAfter) {
   let code = "";
   try {
     const parsed = JSON.parse(body);
-    message = (parsed.error && parsed.error.message) || "";
+    message = ((parsed.error && parsed.error.message) || "").trim().replace(/\.$/, "");
     code = (parsed.error && parsed.error.code) || "";
   } catch (_) {
     message = (body || "").slice(0, 200);
