@@ -266,6 +266,10 @@ def test_speech_shows_the_right_text_and_a_speech_lane(tab):
     # a phone-sized window: nothing wider than the screen
     page.set_viewport_size({"width": 390, "height": 844})
     page.wait_for_function("() => document.documentElement.scrollWidth <= 390", timeout=5_000)
+    ticks = page.locator("#axis .tick")  # time labels that fit: none overlaps the next
+    page.wait_for_function("() => { const t = [...document.querySelectorAll('#axis .tick')].map(e => e.getBoundingClientRect());"
+                           " return t.every((r, i) => i === 0 || t[i - 1].right <= r.left); }", timeout=5_000)
+    assert ticks.count() >= 2
     assert tab.errors() == []
 
 

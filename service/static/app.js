@@ -568,12 +568,16 @@ function niceStep(duration, ticks) {
   return 7200;
 }
 
-/** Time labels under the lanes, as many as fit the width (called again when the window resizes). */
+/** Time labels under the lanes, as many as fit the width (again whenever the width changes). */
 function renderAxis() {
   const axis = $("axis");
-  if (!axis || !state.result) return;
+  if (!axis || !state.result || !axis.clientWidth) return;
   const duration = state.result.duration;
-  const step = niceStep(duration, Math.max(1, Math.floor(axis.clientWidth / 64)));
+  const fit = Math.max(1, Math.floor(axis.clientWidth / 64));
+  if (axis.dataset.fit === String(fit) && axis.dataset.duration === String(duration)) return;
+  axis.dataset.fit = String(fit);
+  axis.dataset.duration = String(duration);
+  const step = niceStep(duration, fit);
   axis.replaceChildren();
   for (let t = 0; t <= duration + 1e-6; t += step) {
     const tick = el("span", {class: "tick", text: clock(t).replace(/\.0$/, "")});
@@ -846,11 +850,8 @@ function wire() {
   for (const button of document.querySelectorAll(".downloads button")) {
     button.addEventListener("click", () => download(button.dataset.format));
   }
-  let resizing = null;
-  window.addEventListener("resize", () => {
-    clearTimeout(resizing);
-    resizing = setTimeout(renderAxis, 150);
-  });
+  // time labels follow the timeline's width (a phone turned, a window resized)
+  new ResizeObserver(() => renderAxis()).observe($("timeline"));
   updateButtons();
   connect();
 }
