@@ -27,6 +27,7 @@ MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the text context
 MAX_LENGTH = 448  # the text context
 TOKENS_PER_SECOND = 12  # a window's token budget grows with its length: fast speech is under 6 a second
 MIN_TOKENS = 16
+CONTINUATIONS = 3  # rounds of continuing a window whose text stopped early
 UNFINISHED_SECONDS = 1.0  # a window whose text stops this long before its end, over speech, is continued
 
 
@@ -233,34 +234,42 @@ class Decoder:
         """Whisper sometimes ends a window's text early, though speech goes on: openai-whisper
         then encodes again from the last timestamp. Here the same features are decoded again with
         the text so far and a new segment's opening timestamp as the prefix, in one batch for all
-        such windows; a continuation that is unsure, loops or repeats the last piece is dropped."""
+        such windows, up to ``CONTINUATIONS`` rounds; a continuation that is unsure, loops or repeats
+        the last piece is dropped (and ends that window's rounds)."""
         begin = self.tokenizer("en").timestamp_begin
-        rows, prompts, budgets = [], [], []
-        for row, (window, attempt) in enumerate(zip(windows, attempts)):
-            tokens = attempt.tokens
-            if self._silence(attempt) or len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin:
-                continue
-            last = window.offset + (tokens[-1] - begin) * TIME_PRECISION
-            if window.offset + window.seconds - last < UNFINISHED_SECONDS or window.speech(last + 0.3) < 0.5:
-                continue
-            prefix = tokens + [tokens[-1]]
-            rows.append(row)
-            prompts.append(self._prompt_tokens(self.tokenizer(languages[row])) + prefix)
-            budgets.append(token_budget(window.offset + window.seconds - last))
-        if not rows:
-            return
-        more = self._generate(features_view(features[rows]), prompts, budgets, 0.0, 0,
-                              [len(attempts[row].tokens) + 1 for row in rows], go_on=True)
-        for row, extra in zip(rows, more):
-            attempt = attempts[row]
-            if self._failed(extra) or self._silence(extra) or not extra.text.strip():
-                continue
-            if _plain(extra.text) in _plain(attempt.text[-len(extra.text) - 8 :]):
-                continue  # it repeats what was just said: a loop, not more speech
-            tokens = attempt.tokens + [attempt.tokens[-1]] + extra.tokens
-            text = attempt.text + extra.text
-            attempts[row] = Attempt(tokens, text, attempt.temperature, attempt.avg_logprob, attempt.no_speech_prob,
-                                    compression_ratio(text))
+        candidates = set(range(len(attempts)))
+        continued: set[int] = set()  # a continuation ends on one timestamp: it may be continued again
+        for _ in range(CONTINUATIONS):
+            rows, prompts, budgets = [], [], []
+            for row in sorted(candidates):
+                window, tokens = windows[row], attempts[row].tokens
+                if self._silence(attempts[row]) or len(tokens) < 2 or tokens[-1] < begin:
+                    continue
+                if tokens[-2] < begin and row not in continued:  # a first text ends on a timestamp pair
+                    continue
+                last = window.offset + (tokens[-1] - begin) * TIME_PRECISION
+                if window.offset + window.seconds - last < UNFINISHED_SECONDS or window.speech(last + 0.3) < 0.5:
+                    continue
+                rows.append(row)
+                prompts.append(self._prompt_tokens(self.tokenizer(languages[row])) + tokens + [tokens[-1]])
+                budgets.append(token_budget(window.offset + window.seconds - last))
+            candidates = set()
+            if not rows:
+                return
+            more = self._generate(features_view(features[rows]), prompts, budgets, 0.0, 0,
+                                  [len(attempts[row].tokens) + 1 for row in rows], go_on=True)
+            for row, extra in zip(rows, more):
+                attempt = attempts[row]
+                if self._failed(extra) or self._silence(extra) or not extra.text.strip():
+                    continue
+                if _plain(extra.text) in _plain(attempt.text[-len(extra.text) - 8 :]):
+                    continue  # it repeats what was just said: a loop, not more speech
+                tokens = attempt.tokens + [attempt.tokens[-1]] + extra.tokens
+                text = attempt.text + extra.text
+                attempts[row] = Attempt(tokens, text, attempt.temperature, attempt.avg_logprob, attempt.no_speech_prob,
+                                        compression_ratio(text))
+                candidates.add(row)  # it may stop early again
+                continued.add(row)
 
     def finish(self, share: Share, first: list[Attempt]) -> list[Segment]:
         """Fallback, continuation, segments and word timestamps of a share whose first decoding is done."""
@@ -299,7 +308,7 @@ class Decoder:
                     text=piece["text"], tokens=piece["tokens"], temperature=attempt.temperature,
                     avg_logprob=attempt.avg_logprob, compression_ratio=attempt.compression_ratio,
                     no_speech_prob=attempt.no_speech_prob, words=words, language=piece["language"],
-                    speech_prob=window.speech(start, end))
+                    speech_prob=window.segment_speech(start, end))
                 self.segments.append(segment)
                 new.append(segment)
             added += new

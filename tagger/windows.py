@@ -18,6 +18,7 @@ import torch
 
 SAMPLE_RATE = 16000
 GRID = 6400  # samples per 0.4 s, one pooled step of the tag stream: every cut is a multiple of it
+SPEECH_COVERAGE = 0.25  # share of a segment's detector frames at 0.5 or more that counts as fully speech
 VAD_FRAME = 512  # samples per detector frame (32 ms)
 
 
@@ -69,6 +70,19 @@ class Window:
         last = len(probs) if end is None else int(np.ceil((end - self.offset) * SAMPLE_RATE / VAD_FRAME))
         part = probs[first : max(first + 1, last)]
         return float(part.max()) if len(part) else 0.0
+
+    def segment_speech(self, start: float, end: float) -> float:
+        """How likely a transcript segment from ``start`` to ``end`` is speech, as the detector hears
+        it: its highest probability there, scaled down where less than ``SPEECH_COVERAGE`` of the
+        segment's frames are speech (a click or a beep that fools the detector for half a second
+        does not make seven seconds of Whisper's text speech)."""
+        first = max(0, int((start - self.offset) * SAMPLE_RATE) // VAD_FRAME)
+        last = int(np.ceil((end - self.offset) * SAMPLE_RATE / VAD_FRAME))
+        part = self.speech_probs[first : max(first + 1, last)]
+        if not len(part):
+            return 0.0
+        coverage = float(np.mean(part >= 0.5))
+        return float(part.max()) * min(1.0, coverage / SPEECH_COVERAGE)
 
 
 _load_lock = threading.Lock()

@@ -33,12 +33,11 @@ const LANGUAGES = [
 
 const KEY_STORAGE = "earmark-api-key";
 const MAX_LANES = 6;
-// Sound cues in the transcript follow the service's subtitles (tagger/writers.py): the most probable
-// class of a tag window that is not speech or silence, at least CUE_THRESHOLD probable, where spoken
-// segments cover less than CUE_MAX_SPEECH of the window; neighbouring windows with the same cue merge.
+// Sound cues in the transcript follow the service's subtitles (tagger/writers.py sound_cues): the
+// result's sound events that are not speech or silence, where spoken segments cover less than
+// CUE_MAX_SPEECH of the event.
 const NOT_CUES = new Set(["/m/09x0r", "/m/05zppz", "/m/02zsn", "/m/0ytgt", "/m/01h8n0", "/m/02qldy", "/m/0261r1",
                           "/m/0brhx", "/m/028v0c"]);
-const CUE_THRESHOLD = 0.5;
 const CUE_MAX_SPEECH = 0.5;
 const DOWNLOADS = {text: ["txt", "text/plain"], srt: ["srt", "application/x-subrip"], vtt: ["vtt", "text/vtt"],
                    verbose_json: ["json", "application/json"]};
@@ -517,19 +516,20 @@ function render() {
 }
 
 function soundCues(r) {
+  // the service's sound events (not speech or silence) where the transcript does not cover them; of
+  // events that overlap by more than half, the most probable one
   const spoken = r.segments.filter((s) => !s.no_speech);
-  const cues = [];
-  for (const w of r.tags || []) {
-    const covered = spoken.reduce((sum, s) => sum + Math.max(0, Math.min(s.end, w.end) - Math.max(s.start, w.start)), 0);
-    if (w.end <= w.start || covered / (w.end - w.start) >= CUE_MAX_SPEECH) continue;
-    const label = w.labels.find((l) => !NOT_CUES.has(l.mid) && l.probability >= CUE_THRESHOLD);
-    if (!label) continue;
-    const text = `[${cueName(label.name)}]`;
-    const last = cues[cues.length - 1];
-    if (last && last.text === text && Math.abs(last.end - w.start) < 1e-6) last.end = w.end;
-    else cues.push({start: w.start, end: w.end, text, kind: "cue"});
+  const chosen = [];
+  const events = [...(r.events || [])].sort((a, b) => b.probability - a.probability);
+  for (const e of events) {
+    const length = e.end - e.start;
+    const covered = spoken.reduce((sum, s) => sum + Math.max(0, Math.min(s.end, e.end) - Math.max(s.start, e.start)), 0);
+    if (NOT_CUES.has(e.mid) || length <= 0 || covered / length >= CUE_MAX_SPEECH) continue;
+    if (chosen.some((c) => Math.min(c.end, e.end) - Math.max(c.start, e.start) > length / 2)) continue;
+    chosen.push(e);
   }
-  return cues;
+  return chosen.sort((a, b) => a.start - b.start)
+    .map((e) => ({start: e.start, end: e.end, text: `[${cueName(e.name)}]`, kind: "cue"}));
 }
 
 function renderTranscript(r) {
