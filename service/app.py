@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -124,8 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.close()
 
-    app = FastAPI(title="Earmark", version=__version__, lifespan=lifespan,
-                  description="Transcripts (OpenAI-compatible) and AudioSet sound tags from one Whisper encoder pass.")
+    # /docs and /redoc load Swagger UI and ReDoc from the fastapi-offline package, never from a CDN
+    app = FastAPIOffline(title="Earmark", version=__version__, lifespan=lifespan,
+                         description="Transcripts (OpenAI-compatible) and AudioSet sound tags from one Whisper encoder pass.")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine = engine

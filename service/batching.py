@@ -181,6 +181,7 @@ class Batcher:
         finally:
             if not work.future.done():
                 self._abandon(work)
+            del work  # the same cycle as in Engine.decode, through work.future (and work.job's audio)
 
     def _abandon(self, work: Work) -> None:
         work.abandoned = True
@@ -471,6 +472,14 @@ class Engine:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceeded() from None
+        except ValueError as error:  # bad input (AudioError is one), an answer to the client, not a bug:
+            # drop the frames below this one. They hold what the decoding held (hundreds of MB of
+            # audio, say), and asyncio's keep the future, which keeps this exception: a cycle that
+            # only the garbage collector frees, whenever it happens to run.
+            error.__traceback__ = None
+            raise
+        finally:
+            del future  # the same cycle through this frame
 
     def hold_audio(self, seconds: float) -> bool:
         """Count ``seconds`` of decoded audio against ``max_audio_held``; False when they do not fit

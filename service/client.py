@@ -493,8 +493,8 @@ class _Retrying:
             if response.status_code != 503:
                 return None
             after = retry_after_seconds(response.headers.get("retry-after"))
-            if after is not None:
-                return min(after, self.max_backoff)
+            if after is not None:  # never sooner than asked; jitter keeps many clients from coming back at once
+                return min(self.max_backoff, after * (1 + 0.25 * self._random.random()))
         elif not isinstance(error, _RETRIED_TRANSPORT_ERRORS):
             return None
         wait = self.backoff * (2 ** attempt)

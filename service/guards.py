@@ -2,8 +2,9 @@
 
 ``UploadGuard`` is pure ASGI middleware around every request that has a body:
 
-- at most ``max_uploads`` bodies are being received at once; one more is answered 503
-  ``too_many_uploads`` (Retry-After) without being read (the server drops what still comes);
+- at most ``max_uploads`` bodies are being received at once (counted from the app's first read of
+  a body until its last byte); one more is answered 503 ``too_many_uploads`` (Retry-After) without
+  being read (the server drops what still comes);
 - the bytes of all bodies held in memory (from the first byte until the request is answered)
   stay under ``max_buffered_bytes``; a chunk that would pass it ends that request with 503
   ``server_busy``;
@@ -50,12 +51,6 @@ class UploadGuard:
         if scope["type"] != "http" or not has_body(scope):
             await self.app(scope, receive, send)
             return
-        if self.receiving >= self.max_uploads:
-            self.metrics.rejected.labels("too_many_uploads").inc()
-            error = unavailable(f"the server is already receiving {self.receiving} uploads, its limit; retry later",
-                                "too_many_uploads", BUSY_RETRY_AFTER)
-            await error.response()(scope, receive, send)
-            return
         body = _Body(self, receive)
         try:
             await self.app(scope, body.receive, send)
@@ -72,12 +67,25 @@ class _Body:
         self.started = time.monotonic()
         self.received = 0
         self.held = 0
+        self.counted = False  # whether it holds one of the guard's places (from its first read on)
         self.done = False
+
+    def begin(self) -> None:
+        """Take a place among the bodies being received, when the app first reads this one."""
+        guard = self.guard
+        if guard.receiving >= guard.max_uploads:
+            self.done = True
+            guard.metrics.rejected.labels("too_many_uploads").inc()
+            raise unavailable(f"the server is already receiving {guard.receiving} uploads, its limit; retry later",
+                              "too_many_uploads", BUSY_RETRY_AFTER)
         guard.receiving += 1
+        self.counted = True
+        self.started = time.monotonic()
 
     def finish(self) -> None:
-        if not self.done:
-            self.done = True
+        self.done = True
+        if self.counted:
+            self.counted = False
             self.guard.receiving -= 1
 
     def close(self) -> None:
@@ -99,6 +107,8 @@ class _Body:
     async def receive(self) -> Message:
         if self.done:
             return await self._receive()
+        if not self.counted:
+            self.begin()
         wait, why = self._wait()
         try:
             message = await asyncio.wait_for(self._receive(), wait)

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 import h11
-from uvicorn.protocols.http.h11_impl import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE, H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .errors import ApiError, unavailable
 from .settings import Settings
@@ -62,7 +62,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         limit = self.config.h11_max_incomplete_event_size
-        self.conn = _Connection(h11.SERVER, DEFAULT_MAX_INCOMPLETE_EVENT_SIZE if limit is None else limit)
+        self.conn = _Connection(h11.SERVER) if limit is None else _Connection(h11.SERVER, limit)
         self.idle_timeout = settings().idle_timeout
         self.per_client = settings().max_connections_per_client
         self._header_timer: asyncio.TimerHandle | None = None

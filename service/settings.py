@@ -50,10 +50,10 @@ class Settings(BaseSettings):
                                 "the longest pause inside an upload (408 past it)")
     min_upload_rate: float = Field(10.0, ge=0, description="kB/s (10^3 bytes) an upload must average once it has run "
                                    "for idle_timeout (408 below it); 0: no minimum")
-    max_uploads: int = Field(16, ge=1, description="request bodies being received at once; beyond that: 503")
+    max_uploads: int = Field(64, ge=1, description="request bodies being received at once; beyond that: 503")
     max_buffered_mb: float = Field(400.0, gt=0, description="MB of request bodies held in memory at once, all "
                                    "requests together (at least max_upload_mb); beyond that: 503")
-    max_connections_per_client: int | None = Field(32, ge=1, description="open connections from one client address "
+    max_connections_per_client: int | None = Field(None, ge=1, description="open connections from one client address "
                                                    "(earmark serve); beyond that the connection gets 503 and is "
                                                    "closed; unset: no cap")
 

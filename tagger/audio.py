@@ -440,11 +440,16 @@ def _decode(file, what: str, max_duration: float | None) -> np.ndarray:
                 pass
         take(converter.flush())
     except AudioError:
+        output = None  # the traceback keeps this frame: not the samples decoded so far
         raise
     except (av.error.FFmpegError, ValueError, RuntimeError) as error:
         # Anything FFmpeg says about the data; an OSError from the caller's own file object
         # (not FFmpeg's) is an I/O failure, not bad audio, and goes up as it is.
+        output = None
         raise UndecodableAudioError(f"Could not decode {what}: {_describe(error)}.") from None
+    except BaseException:
+        output = None
+        raise
     finally:
         with contextlib.suppress(Exception):  # closing must not hide the real outcome
             container.close()

@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -426,3 +427,98 @@ def test_decoded_audio_held_at_once_is_capped(server: ServerProcess):
     assert statuses[0] == 200 and statuses[-1] == 503, statuses
     busy = [r for r in responses if r.status_code == 503]
     assert all(check_error(r, 503)["code"] == "server_busy" and r.headers["retry-after"] for r in busy)
+
+
+# --------------------------------------------------------------------------- 6. honest answers on odd input
+
+
+def seven_bit_wav() -> bytes:
+    """16-bit samples under a header that says 7 bits per sample (and a 16-bit byte rate)."""
+    data = bytearray(wav(tone(1.0), 16000))
+    struct.pack_into("<H", data, 34, 7)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, samples, float32", [
+    ("digital silence", np.zeros((3 * 16000, 1), np.float32), False),
+    ("DC offset", np.full((3 * 16000, 1), 0.5, np.float32), False),
+    ("all NaN", np.full((3 * 16000, 1), np.nan, np.float32), True),
+    ("10 ms of tone", tone(0.01), False),
+])
+def test_degenerate_audio_gets_a_note_not_confident_tags(server: ServerProcess, name, samples, float32):
+    data = wav(samples, 16000, float32=float32)
+    response = httpx.post(server.url + TAGS, files={"file": ("odd.wav", data)}, data={"tag_resolution": "0.4"},
+                          timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["tags"] and all(window["labels"] == [] for window in body["tags"]), (name, body["tags"])
+    assert any("silent" in note or "too short" in note for note in body["notes"]), body["notes"]
+    verbose = httpx.post(server.url + TRANSCRIBE, files={"file": ("odd.wav", data)},
+                         data={"response_format": "verbose_json"}, timeout=60).json()
+    assert all(window["labels"] == [] for window in verbose["tags"]) and verbose["notes"], verbose
+
+
+def test_a_real_sound_still_gets_its_tags(server: ServerProcess):
+    body = httpx.post(server.url + TAGS, files={"file": ("tone.wav", wav(tone(3.0), 16000))}, timeout=60).json()
+    assert all(window["labels"] for window in body["tags"]) and not body["notes"], body
+
+
+def test_translation_on_an_english_only_model_is_refused(server: ServerProcess, speech):
+    path, _ = speech
+    response = httpx.post(server.url + "/v1/audio/translations", files={"file": (path.name, path.read_bytes())},
+                          timeout=60)
+    error = check_error(response, 400)
+    assert error["code"] == "translation_unsupported" and "English-only" in error["message"]
+
+
+@pytest.mark.parametrize("field", ["audio", "File"])
+def test_a_file_under_another_field_is_told_to_go_under_file(server: ServerProcess, field):
+    response = httpx.post(server.url + TRANSCRIBE, files={field: ("a.wav", wav(tone(1.0), 16000))}, timeout=60)
+    error = check_error(response, 400)
+    assert error["code"] == "missing_file" and f"'{field}'" in error["message"] and "'file'" in error["message"]
+
+
+def test_a_wav_header_with_7_bits_per_sample_is_415(server: ServerProcess):
+    response = httpx.post(server.url + TRANSCRIBE, files={"file": ("a.wav", seven_bit_wav())}, timeout=60)
+    error = check_error(response, 415)
+    assert error["code"] == "undecodable_audio" and "header" in error["message"]
+
+
+def test_a_10000_character_file_name_is_accepted(server: ServerProcess, speech):
+    path, _ = speech
+    response = httpx.post(server.url + TRANSCRIBE, files={"file": ("n" * 10_000 + ".flac", path.read_bytes())},
+                          timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["text"].strip()
+
+
+# --------------------------------------------------------------------------- 4. offline for real
+
+
+def test_the_api_docs_load_nothing_from_elsewhere(server: ServerProcess):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+            sources = re.findall(r'(?:src|href)="([^"]+)"', html.text) + re.findall(r"url: '([^']+)'", html.text)
+            assert sources, html.text
+            for source in sources:
+                assert source.startswith("/"), f"{page} loads {source} from elsewhere"
+                asset = client.get(source)
+                assert asset.status_code == 200 and asset.content, source
+        script = client.get("/static-offline-docs/swagger-ui-bundle.js")
+        assert len(script.content) > 500_000  # the real Swagger UI bundle
+
+
+# --------------------------------------------------------------------------- 7. the client's retries
+
+
+def test_the_client_adds_jitter_to_retry_after_and_never_retries_sooner():
+    from service.client import _Call, _Retrying
+
+    busy = httpx.Response(503, headers={"Retry-After": "2"})
+    call = _Call(method="POST", path="/v1/audio/tags", parse=lambda r: r)
+    waits = [_Retrying(retries=3).delay(0, call, busy, None) for _ in range(50)]
+    assert all(2.0 <= wait <= 2.5 for wait in waits), waits
+    assert len(set(waits)) > 40  # spread out, not all at once
+    assert _Retrying(retries=3).delay(0, call, httpx.Response(503, headers={"Retry-After": "0"}), None) == 0.0

@@ -13,7 +13,7 @@ from ..errors import bad_request
 from ..schemas import ERROR_RESPONSES, TagsForm, TagsResponse, multipart_schema
 from .deps import MetricsDep, ReadyEngine, SettingsDep, require_api_key
 from .inference import check_labels, check_tag_resolution, ensure_room, run_job
-from .upload import read_form
+from .upload import missing_file, read_form
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(require_api_key)])
 
@@ -28,7 +28,7 @@ async def create_tags(request: Request, engine: ReadyEngine,
     upload = await read_form(request, settings.max_upload_bytes)
     form = TagsForm.from_fields(upload.fields)
     if upload.file is None:
-        raise bad_request("the form has no 'file' part: upload the audio as 'file'", "missing_file", "file")
+        raise missing_file(upload)
     model = engine.model
     assert model is not None
     if model.head is None:

@@ -16,7 +16,7 @@ from ..schemas import ERROR_RESPONSES, TranscriptionForm, TranscriptionJson, Ver
 from ..settings import Settings
 from .deps import MetricsDep, ReadyEngine, SettingsDep, require_api_key
 from .inference import check_tag_resolution, ensure_room, run_job
-from .upload import read_form
+from .upload import missing_file, read_form
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(require_api_key)])
 
@@ -31,11 +31,14 @@ async def transcribe(request: Request, engine: Engine, settings: Settings, metri
     upload = await read_form(request, settings.max_upload_bytes)
     form = TranscriptionForm.from_fields(upload.fields)
     if upload.file is None:
-        raise bad_request("the form has no 'file' part: upload the audio as 'file'", "missing_file", "file")
+        raise missing_file(upload)
     if form.stream:
         raise bad_request("streaming responses are not supported; leave 'stream' unset", "unsupported_value", "stream")
     model = engine.model
     assert model is not None
+    if task == "translate" and not model.is_multilingual:
+        raise bad_request(f"the served model {model.name} is English-only and cannot translate; English speech is "
+                          "transcribed by /v1/audio/transcriptions", "translation_unsupported")
     if form.language and form.language != "en" and not model.is_multilingual:
         raise bad_request(f"the served model {model.name} is English-only; language must be en (or unset)",
                           "unsupported_language", "language")

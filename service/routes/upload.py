@@ -16,6 +16,7 @@ from starlette.requests import Request
 from ..errors import ApiError, bad_request
 
 FIELD_LIMIT = 64 * 1024  # bytes in one plain form field
+PART_HEADER_LIMIT = 64 * 1024  # bytes in one header line of a part (a long file name is fine)
 MAX_PARTS = 64
 
 
@@ -27,6 +28,16 @@ class Upload:
     filename: str | None = None
     content_type: str | None = None
     fields: dict[str, list[str]] = field(default_factory=dict)
+    misplaced: str | None = None  # the name of a part that carried a file but is not the file field
+
+
+def missing_file(upload: Upload, file_field: str = "file") -> ApiError:
+    """400 for a form without the file part, naming the field a file came under, if one did."""
+    if upload.misplaced is not None:
+        return bad_request(f"the form has no {file_field!r} part, but a file came as {upload.misplaced!r}: send the "
+                           f"audio as {file_field!r}", "missing_file", file_field)
+    return bad_request(f"the form has no {file_field!r} part: upload the audio as {file_field!r}", "missing_file",
+                       file_field)
 
 
 def too_large(limit: int) -> ApiError:
@@ -51,14 +62,19 @@ class _Collector:
     def callbacks(self) -> dict:
         return {
             "on_part_begin": self.part_begin,
-            "on_header_field": lambda data, start, end: self._header_name.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._header_value.extend(data[start:end]),
+            "on_header_field": lambda data, start, end: self._grow(self._header_name, data[start:end]),
+            "on_header_value": lambda data, start, end: self._grow(self._header_value, data[start:end]),
             "on_header_end": self.header_end,
             "on_headers_finished": self.headers_finished,
             "on_part_data": self.part_data,
             "on_part_end": self.part_end,
             "on_end": self.end,
         }
+
+    def _grow(self, buffer: bytearray, data: bytes) -> None:
+        buffer.extend(data)
+        if len(buffer) > PART_HEADER_LIMIT:
+            raise bad_request(f"a header of a form part is longer than {PART_HEADER_LIMIT // 1024} KiB", "malformed_form")
 
     def part_begin(self) -> None:
         self.parts += 1
@@ -81,6 +97,10 @@ class _Collector:
             raise bad_request("every part of the form needs a Content-Disposition: form-data header with a name",
                               "malformed_form")
         self._name = name.decode("utf-8", "replace")
+        if self._name != self.file_field and options.get(b"filename") is not None:
+            self.upload.misplaced = self.upload.misplaced or self._name
+            self._name = None  # a file under another name: not a text field, dropped
+            return
         if self._name == self.file_field:
             if self.upload.file is not None:
                 raise bad_request(f"the form has more than one {self.file_field!r} part", "invalid_value",
@@ -91,6 +111,8 @@ class _Collector:
             self.upload.file = self._data  # the file's bytes go straight here
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._name is None:
+            return
         self._data.extend(data[start:end])
         if self._name != self.file_field and len(self._data) > FIELD_LIMIT:
             raise bad_request(f"form field {self._name!r} is larger than {FIELD_LIMIT // 1024} KiB", "field_too_large",
@@ -102,11 +124,19 @@ class _Collector:
         try:
             value = self._data.decode("utf-8")
         except UnicodeDecodeError:
-            raise bad_request(f"form field {self._name!r} is not UTF-8 text", "invalid_value", self._name) from None
+            raise bad_request(f"form field {self._name!r} is not UTF-8 text; if it is the audio, send it as "
+                              f"{self.file_field!r} (with a file name)", "invalid_value", self._name) from None
         self.upload.fields.setdefault(self._name, []).append(value)
 
     def end(self) -> None:
         self.finished = True
+
+
+def _parser(boundary: bytes, callbacks: dict) -> MultipartParser:
+    try:  # python-multipart's own limit on a part's header line is 4 KiB: too short for long file names
+        return MultipartParser(boundary, callbacks=callbacks, max_header_size=PART_HEADER_LIMIT)
+    except TypeError:  # older releases have no such limit (the collector has its own)
+        return MultipartParser(boundary, callbacks=callbacks)
 
 
 async def read_form(request: Request, limit: int, file_field: str = "file") -> Upload:
@@ -123,7 +153,7 @@ async def read_form(request: Request, limit: int, file_field: str = "file") -> U
 
     collector = _Collector(file_field)
     try:
-        parser = MultipartParser(boundary, callbacks=collector.callbacks())
+        parser = _parser(boundary, collector.callbacks())
         received = 0
         async for chunk in request.stream():
             received += len(chunk)
