@@ -31,7 +31,8 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
         apt-get update \
         && apt-get install -y --no-install-recommends python3 python3-venv \
         && rm -rf /var/lib/apt/lists/*; \
-    fi
+    fi \
+    && python3 -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'Earmark needs Python 3.11 or newer in the image, found ' + sys.version.split()[0] + ': choose a BASE_IMAGE that has it')"
 
 # ---------------------------------------------------------------- build: venv, project, weights
 FROM base AS build
@@ -74,11 +75,13 @@ RUN groupadd --system --gid 10001 earmark \
     && useradd --system --uid 10001 --gid earmark --create-home --home-dir /home/earmark earmark
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/earmark /opt/earmark
-# The service listens on 8000 inside the container (CMD); publish it with -p HOST_PORT:8000.
+# The service listens on EARMARK_HOST:EARMARK_PORT (0.0.0.0:8000 unless set); publish it with -p HOST_PORT:8000.
 ENV PATH=/opt/venv/bin:$PATH \
     EARMARK_CACHE_DIR=/opt/earmark/cache \
     EARMARK_OFFLINE=1 \
     EARMARK_MODEL=base \
+    EARMARK_HOST=0.0.0.0 \
+    EARMARK_PORT=8000 \
     HOME=/home/earmark
 USER 10001:10001
 WORKDIR /home/earmark
@@ -86,5 +89,5 @@ EXPOSE 8000
 # Healthy = the model is loaded (/readyz answers 503 until then). slim has no curl: Python's
 # urllib does it, sending the first API key in case EARMARK_PUBLIC_HEALTH=false.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request as u; k = os.environ.get('EARMARK_API_KEYS', '').split(',')[0].strip(); r = u.Request('http://127.0.0.1:8000/readyz', headers={'Authorization': 'Bearer ' + k} if k else {}); sys.exit(0 if u.urlopen(r, timeout=4).status == 200 else 1)"]
-CMD ["earmark", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    CMD ["python", "-c", "import os, sys, urllib.request as u; k = os.environ.get('EARMARK_API_KEYS', '').split(',')[0].strip(); r = u.Request('http://127.0.0.1:' + os.environ.get('EARMARK_PORT', '8000') + '/readyz', headers={'Authorization': 'Bearer ' + k} if k else {}); sys.exit(0 if u.urlopen(r, timeout=4).status == 200 else 1)"]
+CMD ["earmark", "serve"]
