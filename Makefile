@@ -45,7 +45,8 @@ bench: install
 	$(BIN)/python bench/bench_suite.py --mode $(MODE)
 
 # The lowest release pyproject.toml allows of every direct dependency (torch as in install) in
-# .venv-lowest: they must install together, and the package and the service must import and start.
+# .venv-lowest: they must install together, the package and the service must import, and the
+# service's reliability tests must pass on them.
 LOWEST := .venv-lowest
 LOWEST_REQUIREMENTS := import tomllib, re; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
 	print("\n".join(re.sub(r">=([^,]+).*", r"==\1", d) for d in deps if not d.startswith("torch")))
@@ -57,6 +58,8 @@ lowest:
 	$(LOWEST)/bin/pip install --quiet --no-deps -e .
 	$(LOWEST)/bin/pip check
 	EARMARK_OFFLINE=1 $(LOWEST)/bin/python -c 'import tagger, service.app, service.protocol, service.client; service.app.create_app(); print("the lowest allowed versions install and import")'
+	$(LOWEST)/bin/pip install --quiet "pytest>=8" "pytest-timeout>=2.3"
+	EARMARK_OFFLINE=1 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider tests/test_reliability.py
 
 clean:
 	rm -rf $(VENV) $(LOWEST) build *.egg-info
