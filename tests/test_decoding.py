@@ -14,7 +14,7 @@ from test_pipeline import EncoderCounter
 from tagger import DecodeOptions, load_audio
 from tagger.decoding import features_view
 from tagger.mel import log_mel
-from tagger.windows import GRID, WindowOptions, plan_next, plan_windows
+from tagger.windows import GRID, Window, WindowOptions, plan_next, plan_windows
 
 SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
 SCENES = Path(__file__).parent / "fixtures" / "scenes"
@@ -160,3 +160,17 @@ def test_options_are_frozen_and_passed_whole():
     with pytest.raises(ValueError, match="task"):
         DecodeOptions(task="summarise")
     assert WindowOptions().max_samples == 30 * 16000
+
+
+def test_a_short_burst_does_not_make_a_long_segment_speech():
+    """A segment's detector speech probability is its highest frame, scaled down when under a
+    quarter of its frames are speech: half a second of a beep under seven seconds of text is not speech."""
+    frames = np.zeros(300, np.float32)  # 300 frames of 32 ms = 9.6 s, the window starting at 10 s
+    frames[100:116] = 0.95  # about 0.5 s that the detector takes for speech
+    frames[200:280] = 0.9  # 2.6 s of speech
+    window = Window(start=160_000, end=160_000 + 300 * 512, speech_probs=frames)
+    both = window.segment_speech(10.0 + 90 * 0.032, 10.0 + 300 * 0.032)  # the burst and 2.6 s of speech: speech
+    assert window.speech(10.0 + 90 * 0.032, 10.0 + 200 * 0.032) == pytest.approx(0.95)
+    assert window.segment_speech(10.0 + 90 * 0.032, 10.0 + 200 * 0.032) == pytest.approx(0.95 * (16 / 110) / 0.25, rel=0.05)
+    assert window.segment_speech(10.0 + 195 * 0.032, 10.0 + 285 * 0.032) == pytest.approx(0.9)
+    assert both == pytest.approx(0.95, rel=1e-3)
