@@ -4,7 +4,8 @@
 cached features (``--features``) or on labeled audio extracted on the fly (``--data``), with
 per-class AP as CSV and a bar chart (``--report-dir``), or runs k-fold cross-validation over the
 cache's ``fold`` column (``--folds``): train on the other folds with the ``train`` options, test
-on the held-out fold, report mean and standard deviation.
+on the held-out fold, report mean and standard deviation of each metric, the per-fold numbers, and
+(with ``--report-dir``) a confusion matrix of the held-out predictions as CSV and PNG.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,9 @@ from ..labels import LabelSet
 from ..tagging import steps_per_window
 from .features import ArrayFeatures
 from .metrics import Metrics, compute_metrics
+from .recipe import add_recipe_options
 from .scoring import label_mapping, score_clips
-from .trainer import TrainConfig, TrainData, add_training_options, config_from_args, setup_threads, train_head
+from .trainer import TrainConfig, TrainData, add_training_options, setup_threads, train_head
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +200,44 @@ class FoldResult:
     train_clips: int
     test_clips: int
     metrics: Metrics
+    scores: np.ndarray | None = None  # [test clips, C] the held-out fold's probabilities
+    targets: np.ndarray | None = None  # [test clips, C]
+    seconds: float = 0.0  # training and testing the fold
+
+
+def confusion_matrix(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``[C, C]`` counts: row = a true class of a clip, column = the clip's highest-scoring class
+    (a clip with several classes counts once per class)."""
+    targets, scores = np.asarray(targets) > 0.5, np.asarray(scores)
+    matrix = np.zeros((targets.shape[1], targets.shape[1]), dtype=np.int64)
+    predicted = scores.argmax(axis=1)
+    for row, top in zip(targets, predicted):
+        matrix[np.flatnonzero(row), top] += 1
+    return matrix
+
+
+def write_confusion(matrix: np.ndarray, labels: LabelSet, report_dir: Path, title: str = "") -> dict[str, Path]:
+    """``confusion.csv`` (true class per row, predicted class per column, with mids) and
+    ``confusion.png`` in ``report_dir``, over the classes that occur (true or predicted)."""
+    from .plots import plot_confusion
+
+    used = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))
+    names = [labels[int(i)].name for i in used]
+    shown = matrix[np.ix_(used, used)]
+    report_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = report_dir / "confusion.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", "mid", *names])
+        for i, name in zip(used, names):
+            writer.writerow([name, labels[int(i)].mid, *matrix[int(i), used].tolist()])
+    png_path = plot_confusion(names, shown, report_dir / "confusion.png", title=title)
+    return {"csv": csv_path, "png": png_path}
 
 
 def cross_validate(data: TrainData, config: TrainConfig, work_dir: Path, *, window: float = DEFAULT_WINDOW,
-                   eval_batch_size: int = 64, command_line: str | None = None) -> tuple[list[FoldResult], dict]:
+                   eval_batch_size: int = 64, command_line: str | None = None, recipe: dict | None = None
+                   ) -> tuple[list[FoldResult], dict]:
     """k-fold cross-validation over ``data.folds()``: for each fold, train a head (``config``, a
     ``TrainConfig``) on the other folds with no dev set (the checkpoint-averaged model is kept, so
     the held-out fold never steers training), and evaluate it on the held-out fold.
@@ -214,17 +251,19 @@ def cross_validate(data: TrainData, config: TrainConfig, work_dir: Path, *, wind
         raise ValueError(f"cross-validation needs at least 2 folds; the data has {len(values)}")
     results = []
     for value in values:
+        started = time.perf_counter()
         test_idx = np.flatnonzero(folds == value)
         train_idx = np.flatnonzero(folds != value)
         train_part, test_part = data.subset(train_idx), data.subset(test_idx)
         log.info("fold %s: training on %d clips, testing on %d", value, len(train_idx), len(test_idx))
         result = train_head(train_part, None, config, work_dir / f"fold_{value}.safetensors",
-                            command_line=command_line, write_plot=False)
+                            command_line=command_line, write_plot=False, recipe=recipe)
         head = load_head(result.path, device=result.device)
         evaluation = evaluate_head(head, test_part, window=window, batch_size=eval_batch_size, amp=config.amp)
-        results.append(FoldResult(value, len(train_idx), len(test_idx), evaluation.metrics))
+        results.append(FoldResult(value, len(train_idx), len(test_idx), evaluation.metrics, evaluation.scores,
+                                  evaluation.targets, time.perf_counter() - started))
     summary = {}
-    for key in ("mAP", "mAUC", "d_prime", "accuracy", "correlation"):
+    for key in ("mAP", "mAUC", "d_prime", "accuracy"):
         vals = np.array([getattr(r.metrics, key) for r in results], dtype=np.float64)
         finite = vals[np.isfinite(vals)]
         mean = float(finite.mean()) if finite.size else float("nan")
@@ -267,6 +306,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-type", dest="head_type", default="tl_tr",
                         help="head type trained in each fold with --folds (default: tl_tr)")
     add_training_options(parser, include_head=False)
+    add_recipe_options(parser)
 
 
 def _print_metrics(metrics: dict, stream=sys.stdout) -> None:
@@ -276,6 +316,60 @@ def _print_metrics(metrics: dict, stream=sys.stdout) -> None:
             print(f"{key:>9}: {value:.4f}", file=stream)
     print(f"    clips: {metrics['n_clips']}, classes: {metrics['n_classes']} "
           f"({metrics['classes_scored']} with positives)", file=stream)
+
+
+def _run_folds(args: argparse.Namespace, data) -> int:
+    """``earmark evaluate --folds``: the recipe for the data, cross-validation, the reports."""
+    import tempfile
+
+    from .recipe import choose_recipe
+
+    folds = data.folds()
+    if folds is None:
+        raise ValueError(f"{getattr(data, 'path', 'the data')} has no fold column; cross-validation needs one")
+    values = sorted(set(np.asarray(folds).tolist()) - {-1})
+    typical_train = len(data) - round(len(data) / max(1, len(values)))  # the clips one fold trains on
+    recipe = choose_recipe(args, data, n_clips=typical_train)
+    print(f"earmark evaluate: recipe {recipe.name}, for about {typical_train} training clips per fold:", file=sys.stderr)
+    for note in recipe.notes:
+        print(f"  {note}", file=sys.stderr)
+    data, config = recipe.apply(data), recipe.config
+    with tempfile.TemporaryDirectory(prefix="earmark-cv-") as scratch:
+        work_dir = args.report_dir or Path(scratch)  # the fold heads: kept with --report-dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+        results, summary = cross_validate(data, config, work_dir, window=args.eval_window,
+                                          eval_batch_size=args.eval_batch_size, command_line=" ".join(sys.argv),
+                                          recipe=recipe.to_json())
+    matrix = confusion_matrix(np.concatenate([r.targets for r in results]), np.concatenate([r.scores for r in results]))
+    payload = {"folds": [{"fold": r.fold, "train_clips": r.train_clips, "test_clips": r.test_clips,
+                          "seconds": round(r.seconds, 2), **r.metrics.summary()} for r in results],
+               "summary": summary, "recipe": recipe.to_json(), "labels": [label.name for label in data.labels],
+               "confusion": matrix.tolist(), "multi_label": bool(data.multi_label)}
+    if args.report_dir:
+        with open(args.report_dir / "folds.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["fold", "train_clips", "test_clips", "mAP", "mAUC", "d_prime", "accuracy"])
+            for r in results:
+                m = r.metrics.summary()
+                writer.writerow([r.fold, r.train_clips, r.test_clips,
+                                 *(m[k] if m[k] is not None else "" for k in ("mAP", "mAUC", "d_prime", "accuracy"))])
+        (args.report_dir / "cv.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_confusion(matrix, data.labels, args.report_dir,
+                        title=f"{config.head_type}, {len(results)}-fold cross-validation (held-out predictions)")
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    for r in results:
+        accuracy = f", accuracy {r.metrics.accuracy:.4f}" if math.isfinite(r.metrics.accuracy) else ""
+        print(f"fold {r.fold}: mAP {r.metrics.mAP:.4f}{accuracy} ({r.test_clips} clips, {r.seconds:.0f} s)")
+    for key, stats in summary.items():
+        if stats["mean"] is not None:
+            print(f"{key:>9}: {stats['mean']:.4f} ± {stats['std']:.4f}")
+    if args.report_dir:
+        print(f"folds.csv, cv.json, confusion.csv and confusion.png in {args.report_dir}")
+    else:
+        print("(--report-dir DIR writes the per-fold numbers, the confusion matrix as CSV and PNG, and the fold heads)")
+    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -295,36 +389,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         else:
             data = features_from_audio(args.data, args.model, head, data_format=args.data_format, device=args.device)
         if args.folds:
-            import tempfile
-
-            config = config_from_args(args)
-            with tempfile.TemporaryDirectory(prefix="earmark-cv-") as scratch:
-                work_dir = args.report_dir or Path(scratch)  # the fold heads: kept with --report-dir
-                work_dir.mkdir(parents=True, exist_ok=True)
-                results, summary = cross_validate(data, config, work_dir, window=args.eval_window,
-                                                  eval_batch_size=args.eval_batch_size,
-                                                  command_line=" ".join(sys.argv))
-            payload = {"folds": [{"fold": r.fold, "train_clips": r.train_clips, "test_clips": r.test_clips,
-                                  **r.metrics.summary()} for r in results], "summary": summary}
-            if args.report_dir:
-                with open(args.report_dir / "folds.csv", "w", newline="", encoding="utf-8") as f:
-                    writer = csv.writer(f)
-                    writer.writerow(["fold", "train_clips", "test_clips", "mAP", "mAUC", "d_prime", "accuracy"])
-                    for r in results:
-                        m = r.metrics.summary()
-                        writer.writerow([r.fold, r.train_clips, r.test_clips,
-                                         *(m[k] if m[k] is not None else "" for k in ("mAP", "mAUC", "d_prime", "accuracy"))])
-                (args.report_dir / "cv.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-            if args.json:
-                print(json.dumps(payload, indent=2))
-            else:
-                for r in results:
-                    print(f"fold {r.fold}: mAP {r.metrics.mAP:.4f}, accuracy {r.metrics.accuracy:.4f} "
-                          f"({r.test_clips} clips)")
-                for key, stats in summary.items():
-                    if stats["mean"] is not None:
-                        print(f"{key:>9}: {stats['mean']:.4f} ± {stats['std']:.4f}")
-            return 0
+            return _run_folds(args, data)
         if args.teacher_labels:
             from .labelling import TeacherLabels, TeacherTargets
 

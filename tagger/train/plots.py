@@ -85,3 +85,37 @@ def plot_per_class_ap(names: Sequence[str], ap: Sequence[float], path: str | Pat
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_confusion(names: Sequence[str], matrix: Any, path: str | Path, *, title: str = "") -> Path:
+    """A confusion matrix: true class per row, predicted class per column, each row shaded by its
+    share of the row's clips, the counts written in the cells (up to 30 classes)."""
+    import numpy as np
+
+    plt = _pyplot()
+    path = Path(path)
+    matrix = np.asarray(matrix, dtype=np.int64)
+    n = len(names)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = min(24.0, max(4.0, 0.45 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), constrained_layout=True)
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    ticks = list(range(n))
+    ax.set_xticks(ticks, labels=names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, labels=names, fontsize=8)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted (highest score)")
+    ax.set_ylabel("true")
+    correct = int(np.trace(matrix))
+    total = int(matrix.sum())
+    ax.set_title((title + "\n" if title else "") + f"{correct} of {total} correct")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's clips")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -30,6 +30,12 @@ The recipe (defaults; every number is a flag of ``earmark train``):
 - **Loss**: BCE with logits (multi-label) or cross-entropy on the soft targets (single-label).
 - **Optimiser**: Adam, betas (0.95, 0.999), weight decay 5e-7, lr 1e-4, batch 48 (the global
   batch: each of W ranks takes batch/W); lr x0.75 after epochs 15, 20, 25, ... (MultiStepLR).
+- **Schedule options** (off by default; ``earmark train``'s ``--recipe auto`` sets them for small
+  data sets, see ``recipe.py``): ``epoch_steps`` makes an "epoch" (one dev evaluation, one
+  averaging point) that many optimizer steps instead of one pass; ``warmup_steps`` ramps the lr
+  up linearly over the first steps; ``schedule="cosine"`` decays it to zero over all steps
+  instead of the steps above; ``early_stop`` ends the run when the dev metric has not improved
+  for that many epochs (the best epoch is then kept, or the averaged model if it is better).
 - **Checkpoint averaging**: the mean of the weights after each of the last K epochs
   (``--average-last``, default half the epochs: 15 of 30, the reference's epochs 16-30), kept as a
   running float64 sum. **Selection**: the averaged model and the best single epoch are compared on
@@ -119,6 +125,11 @@ class TrainConfig:
     average_last: int | None = None  # None: epochs // 2
     select_by: str = "auto"  # "auto" (mAP, or accuracy for single-label), "mAP", "accuracy"
     seed: int = 0
+    # schedule options (the defaults are the reference recipe: one pass per epoch, step decay, no warm-up)
+    epoch_steps: int | None = None  # optimizer steps per epoch; None: one pass over the training clips
+    warmup_steps: int = 0  # linear lr warm-up over this many optimizer steps
+    schedule: str = "step"  # "step": x lr_decay every lr_decay_every epochs from lr_decay_start; "cosine": to 0
+    early_stop: int = 0  # stop after this many epochs without a better dev metric; 0: off
     # distillation (data with the teacher's probabilities, ``--teacher-labels``)
     hard_weight: float = 0.3  # weight of the data's own labels against the teacher's, where it has them
     teacher_threshold: float = 0.5  # teacher probability counted as present (dev metrics, balanced sampling)
@@ -135,7 +146,8 @@ class TrainConfig:
 
     RESULT_FIELDS = ("head_type", "epochs", "batch_size", "lr", "lr_decay", "lr_decay_every", "lr_decay_start",
                      "betas", "weight_decay", "balanced", "mixup", "mixup_alpha", "label_smoothing", "time_mask",
-                     "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold")
+                     "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold",
+                     "epoch_steps", "warmup_steps", "schedule", "early_stop")
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -151,6 +163,10 @@ class TrainConfig:
             raise ValueError("the lr decay period must be at least one epoch")
         if self.select_by not in ("auto", "mAP", "accuracy"):
             raise ValueError(f"select_by must be auto, mAP or accuracy, not {self.select_by!r}")
+        if self.schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule must be step or cosine, not {self.schedule!r}")
+        if (self.epoch_steps is not None and self.epoch_steps < 1) or self.warmup_steps < 0 or self.early_stop < 0:
+            raise ValueError("epoch steps must be at least 1; warm-up steps and early stopping patience at least 0")
         if self.preload not in ("auto", "yes", "no"):
             raise ValueError(f"preload must be auto, yes or no, not {self.preload!r}")
         steps_per_window(self.window)  # a positive multiple of 0.4 s
@@ -226,10 +242,28 @@ def steps_per_epoch(n_clips: int, batch_size: int) -> int:
     return max(1, math.ceil(n_clips / batch_size))
 
 
+def epoch_length(config: TrainConfig, n_clips: int) -> int:
+    """Optimizer steps per epoch: ``config.epoch_steps``, or one pass over the clips."""
+    return config.epoch_steps or steps_per_epoch(n_clips, config.batch_size)
+
+
+def lr_factor(config: TrainConfig, step: int, n_steps: int) -> float:
+    """The lr multiplier for optimizer step ``step`` (0-based) with ``n_steps`` steps per epoch:
+    linear warm-up, then the step decay (by completed epochs) or a cosine to zero."""
+    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    if config.schedule == "cosine":
+        total = config.epochs * n_steps
+        progress = min(1.0, max(0.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps)))
+        return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+    done = step // n_steps
+    decays = sum(1 for m in range(config.lr_decay_start, config.epochs + 1, config.lr_decay_every) if m <= done)
+    return warm * config.lr_decay ** decays
+
+
 def plan_epoch(config: TrainConfig, epoch: int, n_clips: int, weights: np.ndarray | None) -> EpochPlan:
     """The epoch's draws and augmentations, a pure function of (seed, epoch)."""
     rng = np.random.default_rng([config.seed, epoch])
-    total = steps_per_epoch(n_clips, config.batch_size) * config.batch_size
+    total = epoch_length(config, n_clips) * config.batch_size
     if weights is not None:
         clip = rng.choice(n_clips, size=total, replace=True, p=weights / weights.sum())
     else:
@@ -501,11 +535,13 @@ def train_head(
     command_line: str | None = None,
     on_epoch_end: Callable[[int, EpochRow], None] | None = None,
     write_plot: bool = True,
+    recipe: dict | None = None,
 ) -> TrainResult:
     """Train a ``config.head_type`` head on ``train`` (a FeatureCache), select on ``dev`` (or None),
     and save it to ``out`` (+ card, CSV log, PNG curves). Runs on every rank of an initialised
     torch.distributed group (each rank takes its part of every global batch; rank 0 evaluates and
-    writes); with none, in one process. ``resume`` continues from ``out.state/`` if it exists."""
+    writes); with none, in one process. ``resume`` continues from ``out.state/`` if it exists.
+    ``recipe`` (what was chosen for this data and why) goes into the head card."""
     started = time.perf_counter()
     rank, world = dist_info()
     main = rank == 0
@@ -536,8 +572,13 @@ def train_head(
     # fused: one kernel for all parameters (the unfused CPU Adam costs ~15% of a TL-Tr step)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
                                  fused=device.type in ("cpu", "cuda"))
-    milestones = list(range(config.lr_decay_start, config.epochs + 1, config.lr_decay_every))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.lr_decay)
+    n_steps = epoch_length(config, len(train))
+    per_step = config.warmup_steps > 0 or config.schedule != "step"  # else the reference's MultiStepLR, per epoch
+    if per_step:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step, n_steps))
+    else:
+        milestones = list(range(config.lr_decay_start, config.epochs + 1, config.lr_decay_every))
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.lr_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     average_from = config.epochs - config.average_last + 1
@@ -580,7 +621,6 @@ def train_head(
     weights = sample_weights(train.targets(), soft) if config.balanced else None
     maker = BatchMaker(features, soft_targets() if soft else train.targets(), config, multi_label, device, soft)
     dev_features = [dev.features(i) for i in range(len(dev))] if dev is not None and main else None
-    n_steps = steps_per_epoch(len(train), config.batch_size)
     per_rank = config.batch_size // world
     progress = config.progress
     from tqdm import tqdm
@@ -608,6 +648,8 @@ def train_head(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if per_step:
+                scheduler.step()
             loss_total += loss.detach().double() * len(positions)
             loss_n += len(positions)
             if step % 10 == 9 or step == n_steps - 1:
@@ -618,7 +660,8 @@ def train_head(
                 if main:
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
         bar.close()
-        scheduler.step()
+        if not per_step:
+            scheduler.step()
         loss_sum, loss_n = _all_sum([float(loss_total), float(loss_n)], device)
         train_seconds = time.perf_counter() - epoch_start
 
@@ -659,11 +702,19 @@ def train_head(
         _barrier()
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1] if main and history else None)
+        if config.early_stop and dev is not None:
+            stale = main and best is not None and epoch - best["epoch"] >= config.early_stop
+            if _all_sum([1.0 if stale else 0.0], device)[0] > 0:
+                if main:
+                    log.info("early stop after epoch %d: the dev %s has not improved since epoch %d", epoch,
+                             select_by_name(config, multi_label), best["epoch"])
+                break
 
     result = TrainResult(path=out, selected="", history=history, dev_metrics=None, device=device)
     if main:
         result = _finish(module, train, dev, dev_features, config, out, avg_sum, avg_count, best, history, device,
-                         multi_label, seconds_before + time.perf_counter() - started, command_line, world, write_plot)
+                         multi_label, seconds_before + time.perf_counter() - started, command_line, world, write_plot,
+                         recipe)
         if not config.keep_state:
             shutil.rmtree(states, ignore_errors=True)
     _barrier()
@@ -676,29 +727,37 @@ def _finite(value: float) -> float | None:
 
 def _finish(module: Head, train: TrainData, dev: TrainData | None, dev_features: list | None, config: TrainConfig, out: Path,
             avg_sum: dict | None, avg_count: int, best: dict | None, history: list[EpochRow], device: torch.device,
-            multi_label: bool, seconds: float, command_line: str | None, world: int, write_plot: bool) -> TrainResult:
-    assert avg_sum is not None and avg_count > 0
-    current = module.state_dict()
-    averaged = {k: (avg_sum[k] / avg_count).to(current[k].dtype) for k in current}
-    module.load_state_dict(averaged)
-    average_from = config.epochs - config.average_last + 1
-    averaged_name = f"averaged (epochs {average_from}-{config.epochs})" if avg_count > 1 else f"epoch {config.epochs}"
-    choice: dict[str, Any] = {"averaged_epochs": [average_from, config.epochs]}
+            multi_label: bool, seconds: float, command_line: str | None, world: int, write_plot: bool,
+            recipe: dict | None = None) -> TrainResult:
+    last = history[-1].epoch if history else config.epochs
+    choice: dict[str, Any] = {}
+    if last < config.epochs:
+        choice["stopped_early_after_epoch"] = last
     dev_metrics = None
-    if dev is not None:
-        avg_metrics = _evaluate_module(module, dev, config, multi_label, device, dev_features)
-        choice["averaged_dev"] = avg_metrics.summary()
-        selected = averaged_name
-        dev_metrics = avg_metrics
-        if best is not None:
-            choice["best_epoch"] = best["epoch"]
-            choice["best_epoch_dev_" + ("mAP" if select_by_name(config, multi_label) == "mAP" else "accuracy")] = _finite(best["metric"])
-            if best["metric"] > _metric(avg_metrics, config.select_by):
-                module.load_state_dict(best["state"])
-                dev_metrics = _evaluate_module(module, dev, config, multi_label, device, dev_features)
-                selected = f"epoch {best['epoch']}"
+    if avg_count == 0:  # stopped early, before the averaging began: the best epoch
+        assert best is not None and dev is not None
+        module.load_state_dict(best["state"])
+        selected = f"epoch {best['epoch']}"
+        dev_metrics = _evaluate_module(module, dev, config, multi_label, device, dev_features)
+        choice["best_epoch"] = best["epoch"]
     else:
-        selected = averaged_name
+        assert avg_sum is not None
+        current = module.state_dict()
+        module.load_state_dict({k: (avg_sum[k] / avg_count).to(current[k].dtype) for k in current})
+        average_from = config.epochs - config.average_last + 1
+        selected = f"averaged (epochs {average_from}-{last})" if avg_count > 1 else f"epoch {last}"
+        choice["averaged_epochs"] = [average_from, last]
+        if dev is not None:
+            avg_metrics = _evaluate_module(module, dev, config, multi_label, device, dev_features)
+            choice["averaged_dev"] = avg_metrics.summary()
+            dev_metrics = avg_metrics
+            if best is not None:
+                choice["best_epoch"] = best["epoch"]
+                choice["best_epoch_dev_" + ("mAP" if select_by_name(config, multi_label) == "mAP" else "accuracy")] = _finite(best["metric"])
+                if best["metric"] > _metric(avg_metrics, config.select_by):
+                    module.load_state_dict(best["state"])
+                    dev_metrics = _evaluate_module(module, dev, config, multi_label, device, dev_features)
+                    selected = f"epoch {best['epoch']}"
     choice["selected"] = selected
     choice["selected_by"] = select_by_name(config, multi_label) if dev is not None else "no dev set: averaged model"
     extra = {
@@ -706,6 +765,7 @@ def _finish(module: Head, train: TrainData, dev: TrainData | None, dev_features:
         "training_data": {"train": _data_summary(train), "dev": _data_summary(dev) if dev is not None else None},
         "metrics": {"dev": dev_metrics.summary() if dev_metrics else None, **choice},
         "hyperparameters": config.to_json(),
+        **({"recipe": recipe} if recipe else {}),
         "command_line": command_line if command_line is not None else " ".join(shlex.quote(a) for a in sys.argv),
         "seconds": round(seconds, 2),
         "world_size": world,
@@ -749,10 +809,21 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
     if include_head:
         g.add_argument("--head", "--head-type", dest="head_type", default=d.head_type, choices=sorted(HEAD_TYPES),
                        help=f"head type (default: {d.head_type})")
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs of ~N draws each (default: {d.epochs})")
+    g.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of one pass over the clips each (--recipe reference: {d.epochs}; auto: see --steps)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="--recipe auto: optimizer steps in all (default: 30 passes, at least 1500, below 50,000 clips)")
     g.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"global batch size, split over torchrun processes (default: {d.batch_size})")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr:g})")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (--recipe reference: {d.lr:g}; auto: chosen for the number of clips)")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear lr warm-up over this many optimizer steps (reference: 0; auto: a tenth of the steps)")
+    g.add_argument("--schedule", choices=("step", "cosine"), default=None,
+                   help="lr decay: step (x --lr-decay every --lr-decay-every epochs, the reference) or cosine (auto)")
+    g.add_argument("--early-stop", type=int, default=None, metavar="EVALUATIONS",
+                   help="stop when the dev metric has not improved for this many epochs (0: off, the reference; "
+                        "auto with --dev: a quarter of the evaluations, at least 5)")
     g.add_argument("--lr-decay", type=float, default=d.lr_decay, help=f"lr factor (default: {d.lr_decay})")
     g.add_argument("--lr-decay-every", type=int, default=d.lr_decay_every,
                    help=f"epochs between lr decays (default: {d.lr_decay_every})")
@@ -802,14 +873,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="the head to write (.safetensors; the .json card, OUT.train.csv and OUT.train.png go next to it)")
     add_training_options(parser)
+    from .recipe import add_recipe_options
+
+    add_recipe_options(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.state/")
     parser.add_argument("--keep-state", action="store_true", help="keep OUT.state/ after the run")
     parser.add_argument("--no-plot", action="store_true", help="do not draw OUT.train.png")
 
 
+def _given(args: argparse.Namespace, name: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The options as given; those left out (``None``) take ``TrainConfig``'s defaults (the reference
+    recipe). ``recipe.choose_recipe`` fills them for the data instead."""
+    d = TrainConfig()
     return TrainConfig(
-        head_type=args.head_type, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+        head_type=args.head_type, epochs=_given(args, "epochs", d.epochs), batch_size=args.batch_size,
+        lr=_given(args, "lr", d.lr), lr_decay=args.lr_decay,
+        warmup_steps=_given(args, "warmup_steps", d.warmup_steps), schedule=_given(args, "schedule", d.schedule),
+        early_stop=_given(args, "early_stop", d.early_stop),
         lr_decay_every=args.lr_decay_every, lr_decay_start=args.lr_decay_start, betas=tuple(args.adam_betas),
         weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing, time_mask=args.time_mask, window=args.window, bf16=args.bf16,
@@ -860,13 +945,23 @@ def run_train(args: argparse.Namespace) -> int:
 
         rank, _ = init_distributed()
     try:
-        config = config_from_args(args)
+        from .recipe import choose_recipe
+
         train = join_caches([FeatureCache.open(path) for path in args.train])
         dev = FeatureCache.open(args.dev) if args.dev else None
+        recipe = choose_recipe(args, train, teacher=bool(args.teacher_labels))
+        config = recipe.config
+        if rank == 0:
+            print(f"earmark train: recipe {recipe.name}, {len(train)} training clips:", file=sys.stderr)
+            for note in recipe.notes:
+                print(f"  {note}", file=sys.stderr)
         if args.teacher_labels:
             train, dev = with_teacher(train, dev, args.teacher_labels, config)
+        else:
+            train, dev = recipe.apply(train), (recipe.apply(dev) if dev is not None else None)
         result = train_head(train, dev, config, args.out, resume=args.resume, on_epoch_end=_print_epoch(config),
-                            command_line=" ".join(shlex.quote(a) for a in sys.argv), write_plot=not args.no_plot)
+                            command_line=" ".join(shlex.quote(a) for a in sys.argv), write_plot=not args.no_plot,
+                            recipe=recipe.to_json())
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"earmark train: {error}", file=sys.stderr)
         return 2
@@ -875,7 +970,10 @@ def run_train(args: argparse.Namespace) -> int:
             cleanup()
     if rank == 0 and result.card is not None:
         dev = result.dev_metrics
-        print(f"saved {result.path} ({result.selected}" + (f", dev mAP {dev.mAP:.4f}" if dev else "") + ")")
+        scores = ""
+        if dev is not None:
+            scores = f", dev mAP {dev.mAP:.4f}" + (f", accuracy {dev.accuracy:.4f}" if math.isfinite(dev.accuracy) else "")
+        print(f"saved {result.path} ({result.selected}{scores})")
     return 0
 
 
