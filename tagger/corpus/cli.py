@@ -61,6 +61,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the pieces' own labels against the teacher's, where they have them (default: 0.3)")
     distil.add_argument("--teacher-threshold", type=float, default=0.5,
                         help="teacher probability counted as present (default: 0.5)")
+    distil.add_argument("--with-corpus", action="store_true",
+                        help="train on the labelled corpus' train and dev clips too (their labels mixed with the "
+                             "teacher's by --hard-weight)")
     distil.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
     distil.add_argument("--extract-bf16", action="store_true", help="extract features under bfloat16 autocast")
 
@@ -140,7 +143,7 @@ def run_data(args: argparse.Namespace) -> int:
                              hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold, label_smoothing=0.0)
         distil_defaults(args.pool, args.corpus, args.work, args.teacher or DEFAULT_TEACHER,
                         [m.strip() for m in args.models.split(",")], heads, config, args.install,
-                        extract_bf16=args.extract_bf16)
+                        extract_bf16=args.extract_bf16, with_corpus=args.with_corpus)
         print(f"done in {time.perf_counter() - started:.0f} s")
         return 0
     from .default_heads import train_defaults

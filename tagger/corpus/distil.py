@@ -37,7 +37,7 @@ from ..labels import audioset
 from ..pipeline import load_model
 from ..train.datasets import load_dataset
 from ..train.evaluate import correlations, evaluate_head
-from ..train.features import FeatureCache, extract_features
+from ..train.features import ArrayFeatures, FeatureCache, extract_features
 from ..train.labelling import TeacherLabels, TeacherTargets, label_clips
 from ..train.metrics import compute_metrics
 from ..train.scoring import label_mapping, score_clips
@@ -63,13 +63,17 @@ class DistilResult:
     thresholds: list[float] = field(default_factory=list)
 
 
-def label_all(pool: Path, corpus: Path, work: Path, teacher_path: Path, device: str = "cpu") -> dict[str, Path]:
-    """The teacher's label stores of the pool's splits and of the corpus' test split."""
+def label_all(pool: Path, corpus: Path, work: Path, teacher_path: Path, device: str = "cpu",
+              with_corpus: bool = False) -> dict[str, Path]:
+    """The teacher's label stores of the pool's splits and of the corpus' test split (and, with
+    ``with_corpus``, of its train and dev splits)."""
     from ..train.teacher import load_teacher
 
     teacher = load_teacher(teacher_path, device)
     stores = {}
-    for name, data in [*((f"pool-{s}", pool / f"{s}.csv") for s in SPLITS), ("corpus-test", corpus / "test.csv")]:
+    corpus_splits = SPLITS if with_corpus else ("test",)
+    for name, data in [*((f"pool-{s}", pool / f"{s}.csv") for s in SPLITS),
+                       *((f"corpus-{s}", corpus / f"{s}.csv") for s in corpus_splits)]:
         out = work / "labels" / name
         report = label_clips(teacher, teacher_path, load_dataset(data, "csv").clips, out, progress=sys.stderr.isatty())
         print(f"label {name}: {report.n_done} clips labelled ({report.n_cached} cached, {len(report.skipped)} "
@@ -78,10 +82,15 @@ def label_all(pool: Path, corpus: Path, work: Path, teacher_path: Path, device: 
     return stores
 
 
-def extract_all(model_name: str, pool: Path, corpus: Path, work: Path, bf16: bool = False) -> dict[str, FeatureCache]:
+def extract_all(model_name: str, pool: Path, corpus: Path, work: Path, bf16: bool = False,
+                with_corpus: bool = False) -> dict[str, FeatureCache]:
+    """Feature caches: the pool's splits packed, the corpus' test split as it is (and its train and
+    dev splits packed, with ``with_corpus``)."""
     model = load_model(model_name, head=None, device="cpu")
     caches = {}
     jobs = [(f"pool-{s}", pool / f"{s}.csv", audioset(), True) for s in SPLITS]
+    if with_corpus:
+        jobs += [(f"corpus-{s}", corpus / f"{s}.csv", corpus_labels(corpus), True) for s in ("train", "dev")]
     jobs.append(("corpus-test", corpus / "test.csv", corpus_labels(corpus), False))
     for name, data, labels, pack in jobs:
         out = work / model.name / name
@@ -91,6 +100,26 @@ def extract_all(model_name: str, pool: Path, corpus: Path, work: Path, bf16: boo
               f"skipped), {report.audio_seconds / 60:.1f} min in {report.wall_seconds:.0f} s", flush=True)
         caches[name] = FeatureCache.open(out)
     return caches
+
+
+def in_audioset(cache: FeatureCache) -> ArrayFeatures:
+    """A cache of another label set seen as AudioSet's 527 classes (its labels matched by mid)."""
+    targets = np.zeros((len(cache), len(audioset())), np.float32)
+    data_cols, audioset_cols = label_mapping(audioset(), cache.labels)
+    targets[:, audioset_cols] = cache.targets()[:, data_cols]
+    return ArrayFeatures([cache.features(i) for i in range(len(cache))], targets, audioset(), True, cache.backbone,
+                         cache.backbone_sha256, None, str(cache.path), cache.clip_ids)
+
+
+def training_set(caches: dict[str, FeatureCache]) -> FeatureCache | ArrayFeatures:
+    """The pool's train split, and the corpus' train and dev splits when they were extracted."""
+    parts = [caches["pool-train"]] + [in_audioset(caches[k]) for k in ("corpus-train", "corpus-dev") if k in caches]
+    if len(parts) == 1:
+        return parts[0]
+    features = [part.features(i) for part in parts for i in range(len(part))]
+    return ArrayFeatures(features, np.concatenate([part.targets() for part in parts]), audioset(), True,
+                         parts[0].backbone, parts[0].backbone_sha256, None, " + ".join(str(p.path) for p in parts),
+                         [clip_id for part in parts for clip_id in part.clip_ids])
 
 
 def best_f1_thresholds(scores: np.ndarray, positive: np.ndarray, default: float) -> np.ndarray:
@@ -168,14 +197,18 @@ def install(result: DistilResult, measures: dict, target_dir: Path = INSTALL_DIR
 
 def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, models: list[str],
                     head_types: list[str], config: TrainConfig, install_type: str | None = None,
-                    extract_bf16: bool = False, install_dir: Path = INSTALL_DIR) -> list[DistilResult]:
+                    extract_bf16: bool = False, install_dir: Path = INSTALL_DIR,
+                    with_corpus: bool = False) -> list[DistilResult]:
+    """See the module docstring. ``with_corpus``: the labelled corpus' train and dev clips train
+    too (their own labels mixed with the teacher's by ``config.hard_weight``)."""
     work.mkdir(parents=True, exist_ok=True)
-    stores = label_all(pool, corpus, work, teacher_path)
+    stores = label_all(pool, corpus, work, teacher_path, with_corpus=with_corpus)
     pool_labels = TeacherLabels.open(*(stores[f"pool-{s}"] for s in SPLITS))
+    train_labels = TeacherLabels.open(*stores.values())
     results: list[DistilResult] = []
     for model_name in models:
-        caches = extract_all(model_name, pool, corpus, work, extract_bf16)
-        train = TeacherTargets(caches["pool-train"], pool_labels, config.hard_weight, config.teacher_threshold)
+        caches = extract_all(model_name, pool, corpus, work, extract_bf16, with_corpus)
+        train = TeacherTargets(training_set(caches), train_labels, config.hard_weight, config.teacher_threshold)
         dev = TeacherTargets(caches["pool-dev"], pool_labels, 0.0, config.teacher_threshold)
         for head_type in head_types:
             config.head_type = head_type
