@@ -268,6 +268,10 @@ def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
     names = sorted({c.audioset for c in chosen})
     with open(corpus / "test.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["path", "labels"], *([str(c.path), c.audioset] for c in chosen)])
+    others = [c for c in pick(percussion_clips(), per_class=6) if c not in chosen]
+    for split, part in (("train", others[::2]), ("dev", others[1::2])):
+        with open(corpus / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["path", "labels"], *([str(c.path), c.audioset] for c in part)])
     with open(corpus / "labels.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["index", "mid", "display_name"],
                                  *([i, audioset()[audioset().index_of(n)].mid, n] for i, n in enumerate(names))])
@@ -288,3 +292,10 @@ def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 clips labelled" in out and "0 clips extracted" in out and "not trained again" in out
     assert again[0].pool_test_mAP == pytest.approx(result.pool_test_mAP)
+    # the corpus' own train and dev clips train too: labelled, extracted (packed) and counted
+    (with_corpus,) = distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["last_mlp"],
+                                     config, with_corpus=True)
+    card = load_head(with_corpus.path).card
+    pool_train = len(load_dataset(pool / "train.csv").clips)
+    assert card.extra["training_data"]["train"]["clips"] == pool_train + len(others)
+    assert TeacherLabels.open(tmp_path / "work" / "labels" / "corpus-train").records
