@@ -6,14 +6,17 @@ A request goes through three stages:
 2. ``Engine.decode()`` runs ``model.job(...)`` (audio decoding + log-mel) in a thread pool.
 3. ``Batcher.run()`` hands the job to the one worker thread and awaits its result.
 
-The worker keeps up to ``max_batch_size`` jobs active. Each step it takes windows from the active
+The worker keeps up to ``max_batch_size`` jobs active (jobs whose encoded windows wait for the text
+decoder, ``decode_batch_size`` of them, are not encoded further and hold no place, so a request's
+memory does not grow with its audio). Each step it takes windows from the active
 jobs in turn (round-robin, each job's next windows in order) until the batch holds
 ``max_batch_size`` windows, waiting up to ``max_wait`` seconds for other requests when it has
 fewer; runs the encoder once over the whole batch (``tagger.encode_step``); then hands each job its
 slice, which goes through the tagging head at once. Text decoding never runs on this thread: the
 encoded windows wait for the text-decoding thread, which takes waiting windows of every request in
-turn (several per request when no window is the next one's prompt, else one) up to
-``decode_batch_size`` and decodes them in one CTranslate2 call (``tagger.decode_together``); each
+turn (an equal part of the round each, several per request when no window is the next one's
+prompt, else one; each round starts one request further on) up to ``decode_batch_size`` and
+decodes them in one CTranslate2 call (``tagger.decode_together``); each
 request then finishes its own windows (fallback, word timestamps). A job whose client left or whose
 deadline passed is dropped before its next window is encoded or decoded, and its decoding stops
 between attempts.
@@ -117,6 +120,8 @@ class Batcher:
         self.model = model
         self.decode_batch_size = decode_batch_size
         self._decoding: list[Work] = []  # jobs with windows waiting for the text decoder, or still being encoded
+        self._turn = 0  # which of them the next decoding round starts with
+        self._encode_turn = 0  # which active job the next encoder step starts with
         self._text_thread = threading.Thread(target=self._decode_loop, name="earmark-text", daemon=True)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
@@ -278,12 +283,15 @@ class Batcher:
 
         A job whose encoded windows already wait for the text decoder (``decode_batch_size`` of them)
         is not encoded further until the decoder takes some: its memory stays bounded however long
-        its audio is."""
+        its audio is. Each step starts one job further on than the last, so that with small batches
+        (one window per call on a CPU) a long job does not keep a short one waiting until it is done."""
         counts = {id(work): 0 for work in active}
         room = self.max_batch_size
+        start = self._encode_turn % len(active) if active else 0
+        ordered = active[start:] + active[:start]
         while room:
             took = False
-            for work in active:
+            for work in ordered:
                 job, count = work.job, counts[id(work)]
                 if room and job.next_window + count < job.n_windows and job.undecoded + count < self.decode_batch_size:
                     counts[id(work)] = count + 1
@@ -297,6 +305,7 @@ class Batcher:
         """One encoder call over a batch of windows, then each job's head on its slice; its text
         decoding goes to the decoding threads."""
         plan = self.plan(active)
+        self._encode_turn += 1
         slices = [Slice(work.job, first, count) for work, first, count in plan]
         try:
             started = time.perf_counter()
@@ -353,12 +362,18 @@ class Batcher:
                 if self._stopping:
                     return
                 waiting = list(self._decoding)
+            # Each round starts one request further on, and each request with windows waiting gets an
+            # equal part of the round: one request's many windows never keep the others out of it.
             shares, room = [], self.decode_batch_size
+            start = self._turn % len(waiting) if waiting else 0
+            self._turn += 1
+            waiting = waiting[start:] + waiting[:start]
+            fair = -(-room // max(1, sum(1 for w in waiting if w.job.undecoded and not w.stopped())))
             for work in waiting:
                 if work.stopped():
                     self._drop(work)
                 elif room > 0 and work.job.undecoded:
-                    share = work.job.share(min(room, self.model.decode_batch_size), work.stopped)
+                    share = work.job.share(min(room, fair, self.model.decode_batch_size), work.stopped)
                     if share is not None:
                         shares.append((work, share))
                         room -= len(share.windows)
@@ -410,6 +425,14 @@ def windows_left(active: list[Work]) -> int:
     return sum(work.job.n_windows - work.job.next_window for work in active)
 
 
+def encoder_batch_size(settings: Settings, model: EarmarkModel) -> int:
+    """EARMARK_MAX_BATCH_SIZE, or by device: on a CPU one window per encoder call (batching windows
+    of several requests lowered throughput there: bench/bench_service.py), on a GPU 8."""
+    if settings.max_batch_size is not None:
+        return settings.max_batch_size
+    return 8 if torch.device(model.device).type == "cuda" else 1
+
+
 class Engine:
     """The served model and what runs it: loads in a background thread, then decodes and batches.
 
@@ -447,7 +470,7 @@ class Engine:
             if settings.warmup:  # the first call pays for lazy setup (tokenizer, kernels): not a client
                 model.transcribe(np.zeros(SAMPLE_RATE, np.float32), language="en", temperature=0.0,
                                  tags=model.head is not None)
-            batcher = Batcher(model, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000,
+            batcher = Batcher(model, max_batch_size=encoder_batch_size(settings, model), max_wait=settings.max_wait_ms / 1000,
                               queue_size=settings.queue_size, metrics=self.metrics,
                               decode_batch_size=settings.decode_batch_size)
             if self._closed.is_set():

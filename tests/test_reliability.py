@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import math
 import re
 import socket
 import struct
@@ -522,3 +523,57 @@ def test_the_client_adds_jitter_to_retry_after_and_never_retries_sooner():
     assert all(2.0 <= wait <= 2.5 for wait in waits), waits
     assert len(set(waits)) > 40  # spread out, not all at once
     assert _Retrying(retries=3).delay(0, call, httpx.Response(503, headers={"Retry-After": "0"}), None) == 0.0
+
+
+# --------------------------------------------------------------------------- 1. deadlines and fairness
+
+
+DEADLINE = 30.0  # EARMARK_REQUEST_TIMEOUT of the second server
+
+
+@pytest.fixture(scope="module")
+def deadline_server():
+    with server_process({"EARMARK_MODEL": "tiny.en", "EARMARK_DEVICE": "cpu",
+                         "EARMARK_REQUEST_TIMEOUT": str(DEADLINE)}) as running:
+        yield running
+
+
+def test_a_pathological_request_ends_at_its_deadline_and_others_keep_going(deadline_server: ServerProcess, speech):
+    """One clip tiled for ten minutes trips Whisper's fallback on every window (each is decoded
+    again and again at higher temperatures): it must end with 504 at its deadline, its work dropped,
+    while short tags-only requests are answered as usual."""
+    path, _ = speech
+    clip = load_audio(path)
+    tiled = np.tile(clip, math.ceil(600 * 16000 / clip.size))[: 600 * 16000]
+    slow, short = wav(tiled[:, None], 16000), path.read_bytes()
+    url = deadline_server.url
+
+    def tags_latency() -> float:
+        started = time.perf_counter()
+        response = httpx.post(url + TAGS, files={"file": (path.name, short)}, timeout=60)
+        assert response.status_code == 200, response.text
+        return time.perf_counter() - started
+
+    tags_latency()
+    alone = min(tags_latency() for _ in range(3))
+    outcome: dict = {}
+
+    def pathological() -> None:
+        started = time.perf_counter()
+        outcome["response"] = httpx.post(url + TRANSCRIBE, files={"file": ("tiled.wav", slow)}, timeout=120)
+        outcome["seconds"] = time.perf_counter() - started
+
+    thread = threading.Thread(target=pathological)
+    thread.start()
+    time.sleep(1.5)  # decoded, queued, being encoded or decoded
+    crowded = min(tags_latency() for _ in range(3))
+    thread.join()
+    error = check_error(outcome["response"], 504)
+    assert error["code"] == "timeout"
+    assert DEADLINE <= outcome["seconds"] <= DEADLINE + 20, outcome["seconds"]
+    assert crowded <= 3 * alone + 2.0, (alone, crowded)
+    time.sleep(1.0)
+    metrics = httpx.get(url + "/metrics").text
+    assert re.search(r'earmark_rejected_total\{reason="deadline"\} [1-9]', metrics), metrics[-2000:]
+    assert re.search(r'earmark_dropped_total\{reason="(deadline|abandoned)"\} [1-9]', metrics), metrics[-2000:]
+    assert httpx.get(url + "/readyz").status_code == 200
