@@ -303,8 +303,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score against a teacher's labels of the same clips (`earmark label` stores) instead of "
                              "the data's: mAP against the teacher binarised at --teacher-threshold, and the "
                              "correlation of the probabilities")
-    parser.add_argument("--head-type", dest="head_type", default="tl_tr",
-                        help="head type trained in each fold with --folds (default: tl_tr)")
+    parser.add_argument("--head-type", dest="head_type", default=None,
+                        help="head type trained in each fold with --folds (--recipe reference: tl_tr; auto: wa_mlp "
+                             "below 5,000 training clips, else tl_tr)")
     add_training_options(parser, include_head=False)
     add_recipe_options(parser)
 

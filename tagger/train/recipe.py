@@ -7,6 +7,10 @@ clips. On a few hundred clips it makes about 200 optimizer steps at a low learni
 head is still learning when it stops. ``--recipe auto`` keeps the reference for large data sets
 (``LARGE_DATA`` clips or more) and otherwise chooses, for options not given on the command line:
 
+- **Head type** (``--head``): ``wa_mlp`` below ``SMALL_HEAD_DATA`` training clips, else ``tl_tr``.
+  A learned average of the layers and one linear layer has few parameters to fit from few clips,
+  and a training step costs about a tenth of TL-Tr's, so the schedule below stays within minutes
+  on a CPU; TL-Tr's 3.75M (tiny) to 40M parameters are for large sets.
 - **Classes.** A cache with AudioSet's 527 classes whose training clips name fewer of them trains
   a head over those classes only (their AudioSet mids and names kept, so the head still reports
   AudioSet ids); ``--all-classes`` keeps all 527. Distillation always keeps 527.
@@ -40,6 +44,7 @@ from .trainer import TrainConfig, TrainData, config_from_args
 
 RECIPES = ("auto", "reference")
 LARGE_DATA = 50_000  # clips: from here on the reference recipe
+SMALL_HEAD_DATA = 5_000  # clips: below this the auto head type is wa_mlp
 SMALL_STEPS = 1500  # optimizer steps at least (auto)
 EVAL_STEPS = 25  # optimizer steps per evaluation at least (auto)
 MAX_LR = 1e-3
@@ -150,6 +155,14 @@ def choose_recipe(args: argparse.Namespace, train: TrainData, *, teacher: bool =
         return Recipe(name, config, tuple(notes), columns, multi_label)
 
     changes: dict = {}
+    if not _explicit(args, "head_type"):
+        head = "wa_mlp" if n_clips < SMALL_HEAD_DATA else "tl_tr"
+        changes["head_type"] = head
+        notes.append(f"head {head}: " + (f"{n_clips} training clips (< {SMALL_HEAD_DATA}): a learned layer average and one "
+                                         f"linear layer; TL-Tr's millions of parameters are for large sets"
+                                         if head == "wa_mlp" else f"{n_clips} training clips"))
+    else:
+        notes.append(f"head {config.head_type}, as given")
     if _explicit(args, "epochs"):
         notes.append(f"schedule: {config.epochs} epochs of one pass ({config.epochs * one_pass} steps), as given")
     else:

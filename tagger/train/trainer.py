@@ -765,7 +765,7 @@ def _finish(module: Head, train: TrainData, dev: TrainData | None, dev_features:
         "training_data": {"train": _data_summary(train), "dev": _data_summary(dev) if dev is not None else None},
         "metrics": {"dev": dev_metrics.summary() if dev_metrics else None, **choice},
         "hyperparameters": config.to_json(),
-        **({"recipe": recipe} if recipe else {}),
+        "recipe": recipe,  # what `earmark train --recipe` chose and why (None: a TrainConfig as given)
         "command_line": command_line if command_line is not None else " ".join(shlex.quote(a) for a in sys.argv),
         "seconds": round(seconds, 2),
         "world_size": world,
@@ -807,8 +807,9 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
     d = TrainConfig()
     g = parser.add_argument_group("training")
     if include_head:
-        g.add_argument("--head", "--head-type", dest="head_type", default=d.head_type, choices=sorted(HEAD_TYPES),
-                       help=f"head type (default: {d.head_type})")
+        g.add_argument("--head", "--head-type", dest="head_type", default=None, choices=sorted(HEAD_TYPES),
+                       help=f"head type (--recipe reference: {d.head_type}; auto: wa_mlp below 5,000 training clips, "
+                            f"else {d.head_type})")
     g.add_argument("--epochs", type=int, default=None,
                    help=f"epochs of one pass over the clips each (--recipe reference: {d.epochs}; auto: see --steps)")
     g.add_argument("--steps", type=int, default=None,
@@ -891,7 +892,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     recipe). ``recipe.choose_recipe`` fills them for the data instead."""
     d = TrainConfig()
     return TrainConfig(
-        head_type=args.head_type, epochs=_given(args, "epochs", d.epochs), batch_size=args.batch_size,
+        head_type=_given(args, "head_type", d.head_type), epochs=_given(args, "epochs", d.epochs), batch_size=args.batch_size,
         lr=_given(args, "lr", d.lr), lr_decay=args.lr_decay,
         warmup_steps=_given(args, "warmup_steps", d.warmup_steps), schedule=_given(args, "schedule", d.schedule),
         early_stop=_given(args, "early_stop", d.early_stop),
