@@ -76,6 +76,7 @@ class Work:
     abandoned: bool = False  # set by the request side: drop it, nobody waits for it
     failed: bool = False
     finished: bool = False
+    counted: bool = False  # its drop is counted in the metrics
 
     def stopped(self) -> bool:
         """Whether its work should stop now: nobody waits, or the deadline passed."""
@@ -194,7 +195,7 @@ class Batcher:
         with self._cond:
             if work in self._pending:
                 self._pending.remove(work)
-                self.metrics.dropped.labels("abandoned").inc()
+                self._count_drop(work, "abandoned")
                 self.metrics.queue_depth.set(self.depth)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -270,10 +271,10 @@ class Batcher:
 
     def _still_wanted(self, work: Work) -> bool:
         if work.abandoned:
-            self.metrics.dropped.labels("abandoned").inc()
+            self._count_drop(work, "abandoned")
             return False
         if time.monotonic() > work.deadline:
-            self.metrics.dropped.labels("deadline").inc()
+            self._count_drop(work, "deadline")
             work.settle(error=DeadlineExceeded())
             return False
         return True
@@ -406,13 +407,19 @@ class Batcher:
         self.metrics.decoder_seconds.observe(time.perf_counter() - started)
         self.metrics.decoder_windows.observe(sum(len(share.windows) for _, share in shares))
 
+    def _count_drop(self, work: Work, reason: str) -> None:
+        """Count a request's dropped work once, whichever thread lets go of it first."""
+        if not work.counted:
+            work.counted = True
+            self.metrics.dropped.labels(reason).inc()
+
     def _drop(self, work: Work) -> None:
         with self._cond:
             if work.failed or work.finished:
                 return
             work.failed = True
+        self._count_drop(work, "abandoned" if work.abandoned else "deadline")
         if not work.abandoned:
-            self.metrics.dropped.labels("deadline").inc()
             work.settle(error=DeadlineExceeded())
 
     def _fail(self, work: Work, error: Exception) -> None:
