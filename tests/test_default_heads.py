@@ -93,7 +93,7 @@ def test_only_the_trained_classes_are_reported(default_model):
 def test_music_is_a_sound_event_with_calibrated_thresholds(default_model):
     result = default_model.tag(MUSIC_CLIPS[0], tag_resolution=2.0)
     music = [e for e in result.events if e.name == "Music"]
-    assert music and music[0].end - music[0].start >= 4.0, result.events
+    assert music and max(e.end - e.start for e in music) >= 4.0, result.events  # 10 s of music
     thresholds = default_model.head.card.extra.get("thresholds") or [0.5] * len(default_model.head.card.labels)
     assert all(e.probability >= thresholds[e.index] for e in result.events)
 
