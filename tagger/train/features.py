@@ -126,13 +126,18 @@ class ExtractReport:
 # --------------------------------------------------------------------------- the single pass
 
 
+def _on_grid(n_samples: int) -> int:
+    """``n_samples`` rounded up to whole 0.4 s steps."""
+    return math.ceil(n_samples / STEP_SAMPLES) * STEP_SAMPLES
+
+
 def packs(lengths: Sequence[int]) -> list[list[int]]:
     """Consecutive clips grouped to share one 30 s window: each clip takes its length rounded up to
     the 0.4 s step, and a group holds as many as fit in 30 s (a longer clip is a group of its own)."""
     groups: list[list[int]] = []
     used = WINDOW_SAMPLES + 1
     for i, n in enumerate(lengths):
-        size = math.ceil(n / STEP_SAMPLES) * STEP_SAMPLES
+        size = _on_grid(n)
         if used + size > WINDOW_SAMPLES:
             groups.append([])
             used = 0
@@ -162,12 +167,14 @@ def clip_features(model, audios: Sequence[np.ndarray], batch_size: int | None = 
     groups = packs([len(c) for c in clips]) if pack else [[i] for i in range(len(clips))]
     jobs = []
     for group in groups:
-        joined = np.zeros(sum(math.ceil(len(clips[i]) / STEP_SAMPLES) * STEP_SAMPLES for i in group), np.float32)
-        at = 0
-        for i in group:
-            joined[at : at + len(clips[i])] = clips[i]
-            at += math.ceil(len(clips[i]) / STEP_SAMPLES) * STEP_SAMPLES
-        jobs.append(AudioJob(model, joined if len(group) > 1 else clips[group[0]], None, None, model.window_options))
+        joined = clips[group[0]]
+        if len(group) > 1:  # each clip on the step grid, zeros up to it
+            joined = np.zeros(sum(_on_grid(len(clips[i])) for i in group), np.float32)
+            at = 0
+            for i in group:
+                joined[at : at + len(clips[i])] = clips[i]
+                at += _on_grid(len(clips[i]))
+        jobs.append(AudioJob(model, joined, None, None, model.window_options))
     pooled = pooled_features(model.backbone, jobs, batch_size, bf16)
     out: list[np.ndarray] = [np.empty(0)] * len(clips)
     for group, series in zip(groups, pooled):
