@@ -2,7 +2,10 @@
 
 Sources may be a path, the encoded bytes, a binary file object (read from its current position),
 or a numpy array of samples that are already 16 kHz mono. Audio or video containers both work:
-the first audio stream is decoded and every other stream is skipped without being decoded.
+video and other streams are skipped without being decoded. A file with several audio tracks (a
+Matroska file with a commentary track, say) gives the track asked for (``audio_track``, counted
+from 1), or else the first track with sound in its first 30 s; ``decode_audio`` also returns a
+note that says which track was used.
 
 Decoding is streamed: each decoded frame is converted to 16 kHz mono at once, so memory holds the
 16 kHz output plus a few small buffers, never the source at its own rate and channel count. With
@@ -19,7 +22,7 @@ import contextlib
 import io
 import math
 import os
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import av
 import av.error
@@ -31,9 +34,12 @@ __all__ = [
     "AudioError",
     "AudioSource",
     "AudioTooLongError",
+    "AudioTrackError",
+    "DecodedAudio",
     "EmptyAudioError",
     "UndecodableAudioError",
     "audio_duration",
+    "decode_audio",
     "load_audio",
 ]
 
@@ -53,6 +59,13 @@ _MIN_CAPACITY = 1 << 16
 _MAX_RESERVATION = 4 * 3600 * SAMPLE_RATE
 # Consecutive packets that fail to decode before the rest of a stream is given up as corrupt.
 _MAX_CONSECUTIVE_ERRORS = 50
+# A file with several audio tracks: the first _MAX_TRACKS are decoded for their first _PROBE_SAMPLES,
+# and the first that is not silent (its RMS, DC removed, at least _SILENT_RMS: -60 dBFS) and within
+# _QUIETER_DB of the loudest is the one used.
+_MAX_TRACKS = 8
+_PROBE_SAMPLES = 30 * SAMPLE_RATE
+_SILENT_RMS = 1e-3
+_QUIETER_DB = 20.0
 
 # FFmpeg's messages go nowhere unless the application asked for them: PyAV installs a silent log
 # callback by default; make sure of it in case something restored FFmpeg's stderr printer, but
@@ -81,6 +94,12 @@ class UndecodableAudioError(AudioError):
     """Not audio, no audio stream, or corrupt or truncated beyond use."""
 
     code = "undecodable_audio"
+
+
+class AudioTrackError(AudioError):
+    """``audio_track`` names a track the source does not have."""
+
+    code = "invalid_audio_track"
 
 
 class AudioTooLongError(AudioError):
@@ -112,7 +131,16 @@ def write_flac(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_
             container.mux(packet)
 
 
-def load_audio(source: AudioSource, *, max_duration: float | None = None) -> np.ndarray:
+class DecodedAudio(NamedTuple):
+    """What ``decode_audio`` returns: the samples, and a note that says which audio track was used
+    when the source has several (None otherwise)."""
+
+    samples: np.ndarray
+    note: str | None = None
+
+
+def load_audio(source: AudioSource, *, max_duration: float | None = None, audio_track: int | None = None
+               ) -> np.ndarray:
     """Decode ``source`` to 1-D float32 samples at 16 kHz, mono, finite, in [-1, 1].
 
     ``source``: a path (str or os.PathLike), encoded bytes (bytes, bytearray, memoryview), a
@@ -122,10 +150,23 @@ def load_audio(source: AudioSource, *, max_duration: float | None = None) -> np.
 
     ``max_duration``: seconds; longer audio raises :class:`AudioTooLongError` while decoding.
 
-    Raises :class:`EmptyAudioError`, :class:`UndecodableAudioError` or
-    :class:`AudioTooLongError` (all :class:`AudioError`, a ``ValueError``), ``FileNotFoundError``
+    ``audio_track``: which audio track of a file with several to decode, counted from 1; None: the
+    first with sound in its first 30 s (``decode_audio`` says which one that was).
+
+    Raises :class:`EmptyAudioError`, :class:`UndecodableAudioError`, :class:`AudioTooLongError` or
+    :class:`AudioTrackError` (all :class:`AudioError`, a ``ValueError``), ``FileNotFoundError``
     for a path that does not exist, and ``TypeError`` for a source of another type.
     """
+    return decode_audio(source, max_duration=max_duration, audio_track=audio_track).samples
+
+
+def decode_audio(source: AudioSource, *, max_duration: float | None = None, audio_track: int | None = None
+                 ) -> DecodedAudio:
+    """``load_audio``, and a note that says which audio track was used when the source has several."""
+    if audio_track is not None:
+        if isinstance(audio_track, bool) or not isinstance(audio_track, (int, np.integer)) or audio_track < 1:
+            raise AudioTrackError(f"audio_track counts a file's audio tracks from 1; {audio_track!r} is not one")
+        audio_track = int(audio_track)
     if max_duration is not None:
         max_duration = float(max_duration)
         if not max_duration > 0:  # also NaN
@@ -134,20 +175,22 @@ def load_audio(source: AudioSource, *, max_duration: float | None = None) -> np.
             max_duration = None
 
     if isinstance(source, np.ndarray):
-        return _from_array(source, max_duration)
+        if audio_track not in (None, 1):
+            raise AudioTrackError(f"audio_track={audio_track} was asked for, and a numpy array holds one track")
+        return DecodedAudio(_from_array(source, max_duration))
     if isinstance(source, (bytes, bytearray, memoryview)):
         if isinstance(source, memoryview) and not source.contiguous:
             source = source.tobytes()
         if memoryview(source).nbytes == 0:
             raise EmptyAudioError("The audio is empty: zero bytes were given.")
-        return _decode(io.BytesIO(source), "the audio bytes", max_duration)
+        return _decode(io.BytesIO(source), "the audio bytes", max_duration, audio_track)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
-        return _decode_path(path, max_duration)
+        return _decode_path(path, max_duration, audio_track)
     if hasattr(source, "read"):
-        return _decode_file_object(source, max_duration)
+        return _decode_file_object(source, max_duration, audio_track)
     raise TypeError(
         "load_audio() takes a path, bytes, a binary file object or a numpy array of samples, "
         f"not {type(source).__name__}"
@@ -157,7 +200,7 @@ def load_audio(source: AudioSource, *, max_duration: float | None = None) -> np.
 # --- sources -----------------------------------------------------------------------------------
 
 
-def _decode_path(path: str, max_duration: float | None) -> np.ndarray:
+def _decode_path(path: str, max_duration: float | None, audio_track: int | None) -> DecodedAudio:
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such audio file: {path!r}")
     if os.path.isdir(path):
@@ -168,17 +211,17 @@ def _decode_path(path: str, max_duration: float | None) -> np.ndarray:
         size = None  # a pipe or device: let FFmpeg try
     if size == 0 and os.path.isfile(path):
         raise EmptyAudioError(f"The audio file {os.path.basename(path)!r} is empty (zero bytes).")
-    return _decode(path, f"the file {os.path.basename(path)!r}", max_duration)
+    return _decode(path, f"the file {os.path.basename(path)!r}", max_duration, audio_track)
 
 
-def _decode_file_object(file: BinaryIO, max_duration: float | None) -> np.ndarray:
+def _decode_file_object(file: BinaryIO, max_duration: float | None, audio_track: int | None) -> DecodedAudio:
     probe = file.read(0)
     if not isinstance(probe, (bytes, bytearray)):
         raise TypeError("load_audio() needs a binary file object (opened with 'rb'), not a text one")
     reader = _FileReader(file)
     if reader.empty:
         raise EmptyAudioError("The audio is empty: the file object has no bytes left to read.")
-    return _decode(reader, "the audio file object", max_duration)
+    return _decode(reader, "the audio file object", max_duration, audio_track)
 
 
 class _FileReader(io.RawIOBase):
@@ -364,8 +407,7 @@ def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
     return frame.to_ndarray().reshape(-1)
 
 
-def _decode(file, what: str, max_duration: float | None) -> np.ndarray:
-    limit = None if max_duration is None else int(max_duration * SAMPLE_RATE) + _DURATION_SLACK
+def _decode(file, what: str, max_duration: float | None, audio_track: int | None) -> DecodedAudio:
     try:
         container = av.open(file, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as error:
@@ -379,89 +421,166 @@ def _decode(file, what: str, max_duration: float | None) -> np.ndarray:
         ) from None
     except (ValueError, EOFError) as error:
         raise UndecodableAudioError(f"Could not read {what} as audio: {_describe(error)}.") from None
-
-    output: _Output | None = None
-    errors = 0
-    first_error: BaseException | None = None
     try:
-        audio_streams = container.streams.audio
-        if not audio_streams:
-            kinds = sorted({s.type for s in container.streams if s.type})
-            found = f" (it has only {', '.join(kinds)} streams)" if kinds else ""
-            raise UndecodableAudioError(f"Could not use {what}: there is no audio stream in it{found}.")
-        stream = audio_streams[0]
-        if stream.codec_context is None or not stream.codec_context.name:
-            raise UndecodableAudioError(f"Could not use {what}: its audio codec is not supported.")
-        _check_pcm_header(container, stream, what)
-        expected = _expected_samples(container, stream)
-        if limit is not None and expected is not None and expected > limit * _DECLARED_SLACK + SAMPLE_RATE:
-            raise _too_long(max_duration, what, exact=expected / SAMPLE_RATE, declared=True)
-        converter = _Mono16k()
-        output = _Output(expected, limit)
-
-        def take(new: list[np.ndarray]) -> None:
-            for chunk in new:
-                output.add(chunk)
-            if limit is not None and output.size > limit:
-                raise _too_long(max_duration, what)
-
-        def decode(packet) -> None:
-            nonlocal errors, first_error
-            try:
-                frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
-                errors = 0
-            except (av.error.FFmpegError, ValueError) as error:
-                if isinstance(error, EOFError):
-                    return
-                errors += 1
-                first_error = first_error or error
-                if errors >= _MAX_CONSECUTIVE_ERRORS:
-                    raise _GiveUp from None
-                return
-            for frame in frames:
-                take(converter.push(frame))
-
-        try:
-            flushed = False
-            for packet in container.demux(stream):
-                decode(packet)
-                flushed = packet.size == 0 and packet.dts is None
-        except _GiveUp:
-            flushed = True  # the decoder is in no state to flush
-        except AudioError:
-            raise
-        except (av.error.FFmpegError, ValueError) as error:  # a truncated or corrupt container
-            first_error = first_error or error
-            flushed = False
-        if not flushed:
-            try:
-                decode(None)
-            except _GiveUp:
-                pass
-        take(converter.flush())
+        track, note = _decode_tracks(container, what, max_duration, audio_track)
     except AudioError:
-        output = None  # the traceback keeps this frame: not the samples decoded so far
         raise
     except (av.error.FFmpegError, ValueError, RuntimeError) as error:
         # Anything FFmpeg says about the data; an OSError from the caller's own file object
         # (not FFmpeg's) is an I/O failure, not bad audio, and goes up as it is.
-        output = None
         raise UndecodableAudioError(f"Could not decode {what}: {_describe(error)}.") from None
-    except BaseException:
-        output = None
-        raise
     finally:
         with contextlib.suppress(Exception):  # closing must not hide the real outcome
             container.close()
 
-    if output is None or output.size == 0:
+    output, first_error = track.output, track.first_error
+    track = None
+    if output.size == 0:
         if first_error is not None:
             raise UndecodableAudioError(
                 f"Could not decode {what}: no audio could be decoded ({_describe(first_error)}). "
                 "It is corrupt or truncated."
             )
         raise EmptyAudioError(f"The audio is empty: no audio samples were found in {what}.")
-    return output.result()
+    return DecodedAudio(output.result(), note)
+
+
+def _decode_tracks(container, what: str, max_duration: float | None, audio_track: int | None
+                   ) -> tuple[_Track, str | None]:
+    """Decode the audio track asked for, or when there are several, every one (up to ``_MAX_TRACKS``)
+    until each has ``_PROBE_SAMPLES`` and then only the first with sound (``_choose``). Returns the
+    track used and a note that says which it was (None when the file has one audio track)."""
+    limit = None if max_duration is None else int(max_duration * SAMPLE_RATE) + _DURATION_SLACK
+    tracks: list[_Track] = []
+    live: list[_Track] = []  # the tracks still decoded: all of them until one is chosen
+    chosen: _Track | None = None
+    note = None
+    try:
+        audio_streams = list(container.streams.audio)
+        if not audio_streams:
+            kinds = sorted({s.type for s in container.streams if s.type})
+            found = f" (it has only {', '.join(kinds)} streams)" if kinds else ""
+            raise UndecodableAudioError(f"Could not use {what}: there is no audio stream in it{found}.")
+        if audio_track is not None and audio_track > len(audio_streams):
+            count = f"{len(audio_streams)} audio tracks" if len(audio_streams) > 1 else "one audio track"
+            raise AudioTrackError(f"Could not use {what}: audio_track={audio_track} was asked for, and it has "
+                                  f"only {count}.")
+        numbers = [audio_track] if audio_track is not None else range(1, min(len(audio_streams), _MAX_TRACKS) + 1)
+        usable = [(n, audio_streams[n - 1]) for n in numbers
+                  if audio_streams[n - 1].codec_context is not None and audio_streams[n - 1].codec_context.name]
+        if not usable:
+            raise UndecodableAudioError(f"Could not use {what}: its audio codec is not supported.")
+        declared = []
+        for _, stream in usable:
+            _check_pcm_header(container, stream, what)
+            declared.append(_expected_samples(container, stream))
+        if limit is not None and None not in declared and min(declared) > limit * _DECLARED_SLACK + SAMPLE_RATE:
+            raise _too_long(max_duration, what, exact=min(declared) / SAMPLE_RATE, declared=True)
+        tracks = [_Track(n, stream, expected, limit) for (n, stream), expected in zip(usable, declared)]
+
+        live = list(tracks)
+        if len(tracks) == 1:
+            chosen = tracks[0]
+        try:
+            for packet in container.demux([track.stream for track in tracks]):
+                track = next((t for t in live if t.stream.index == packet.stream.index), None)
+                if track is None or track.ended:
+                    continue
+                track.decode(packet)
+                if limit is not None and track.output.size > limit:
+                    raise _too_long(max_duration, what)
+                if chosen is None and all(t.ended or t.output.size >= _PROBE_SAMPLES for t in live):
+                    chosen, note = _choose(tracks, len(audio_streams))
+                    live = [chosen]
+                if all(t.ended for t in live):
+                    break
+        except AudioError:
+            raise
+        except (av.error.FFmpegError, ValueError) as error:  # a truncated or corrupt container
+            for track in live:
+                track.first_error = track.first_error or error
+        for track in live:
+            track.finish()
+            if limit is not None and track.output.size > limit:
+                raise _too_long(max_duration, what)
+        if chosen is None:
+            chosen, note = _choose(tracks, len(audio_streams))
+        if audio_track is not None and len(audio_streams) > 1:
+            note = f"audio track {audio_track} of the file's {len(audio_streams)} was used, as asked"
+        return chosen, note
+    except BaseException:
+        # The traceback keeps this frame: not the samples decoded so far.
+        tracks = live = []
+        chosen = track = None
+        raise
+
+
+class _Track:
+    """One audio stream decoded to 16 kHz mono; ``number`` counts the file's audio streams from 1."""
+
+    def __init__(self, number: int, stream, expected: int | None, limit: int | None):
+        self.number = number
+        self.stream = stream
+        self.converter = _Mono16k()
+        self.output = _Output(expected, limit)
+        self.errors = 0
+        self.first_error: BaseException | None = None
+        self.ended = False  # its end was seen, or it was given up as corrupt
+
+    def decode(self, packet) -> None:
+        """Decode one packet (None: flush the decoder) into the output."""
+        if packet is not None and packet.size == 0 and packet.dts is None:
+            self.ended = True  # the demuxer's end-of-stream packet: decoding it flushes the decoder
+        try:
+            frames = packet.decode() if packet is not None else self.stream.codec_context.decode(None)
+            self.errors = 0
+        except (av.error.FFmpegError, ValueError) as error:
+            if isinstance(error, EOFError):
+                return
+            self.errors += 1
+            self.first_error = self.first_error or error
+            if self.errors >= _MAX_CONSECUTIVE_ERRORS:
+                self.ended = True  # the decoder is in no state to flush: the rest is given up as corrupt
+            return
+        for frame in frames:
+            for chunk in self.converter.push(frame):
+                self.output.add(chunk)
+
+    def finish(self) -> None:
+        """Flush the decoder (unless the stream's end did already) and the resampler."""
+        if not self.ended:
+            self.ended = True
+            self.decode(None)
+        for chunk in self.converter.flush():
+            self.output.add(chunk)
+
+    def level(self) -> float:
+        """RMS of the first ``_PROBE_SAMPLES``, their mean (a DC offset) removed."""
+        head = self.output.head(_PROBE_SAMPLES).astype(np.float64)
+        return float(np.sqrt(np.mean(np.square(head - head.mean())))) if head.size else 0.0
+
+
+def _choose(tracks: list[_Track], count: int) -> tuple[_Track, str]:
+    """The first track with sound: not silent, and within ``_QUIETER_DB`` dB of the loudest over the
+    first ``_PROBE_SAMPLES``. The others' samples are let go at once."""
+    levels = [track.level() for track in tracks]
+    loudest = max(levels)
+    if loudest < _SILENT_RMS:
+        chosen, why = tracks[0], "every track is silent"
+    else:
+        chosen = next(t for t, level in zip(tracks, levels) if level >= loudest * 10 ** (-_QUIETER_DB / 20))
+        silent = [t.number for t, level in zip(tracks, levels) if level < _SILENT_RMS]
+        why = "the first with sound"
+        if len(silent) == 1:
+            why += f"; track {silent[0]} is silent"
+        elif silent:
+            why += f"; tracks {', '.join(str(n) for n in silent)} are silent"
+    for track in tracks:
+        if track is not chosen:
+            track.output = _Output(0, 0)  # its samples go now
+    seconds = _PROBE_SAMPLES // SAMPLE_RATE
+    return chosen, (f"the file has {count} audio tracks; track {chosen.number} was used ({why} in its first "
+                    f"{seconds} s); audio_track chooses another")
 
 
 _PCM_BYTES = {"u8": 1, "s8": 1, "s16": 2, "u16": 2, "s24": 3, "u24": 3, "s32": 4, "u32": 4, "f32": 4, "f64": 8}
@@ -527,11 +646,12 @@ class _Output:
         _sanitise(window)
         self.size = end
 
+    def head(self, count: int) -> np.ndarray:
+        """A view of the first ``count`` samples (fewer when there are fewer)."""
+        return self._buffer[: min(count, self.size)]
+
     def result(self) -> np.ndarray:
         if self._buffer.size != self.size:
             self._buffer.resize(self.size, refcheck=False)
         return self._buffer
 
-
-class _GiveUp(Exception):
-    """Too many packets in a row failed to decode."""

@@ -16,9 +16,11 @@ from tagger.audio import (
     SAMPLE_RATE,
     AudioError,
     AudioTooLongError,
+    AudioTrackError,
     EmptyAudioError,
     UndecodableAudioError,
     audio_duration,
+    decode_audio,
     load_audio,
 )
 
@@ -193,18 +195,141 @@ def test_many_channels_without_a_layout(channels, speech):
     np.testing.assert_allclose(out, speech, atol=1e-3)
 
 
-def test_first_audio_stream_of_several_is_used(speech):
+# --- several audio tracks ----------------------------------------------------------------------
+
+
+def matroska(tracks: list[np.ndarray], codec: str = "flac", rate: int = 16000, video: bool = False) -> bytes:
+    """16 kHz mono signals as the audio tracks of one Matroska file, in that order, their packets
+    interleaved in 0.1 s steps as a muxer writes them; with ``video``, a video track comes first."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="matroska") as container:
-        first = container.add_stream("pcm_s16le", rate=16000, layout="mono")
-        second = container.add_stream("pcm_s16le", rate=16000, layout="mono")
-        for stream, signal in ((first, speech), (second, np.zeros_like(speech))):
-            frame = av.AudioFrame.from_ndarray((signal * 32767).astype(np.int16)[None], format="s16", layout="mono")
-            frame.sample_rate = 16000
-            for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+        if video:
+            picture = container.add_stream("mpeg4", rate=10)
+            picture.width = picture.height = 64
+            picture.pix_fmt = "yuv420p"
+        streams = [container.add_stream(codec, rate=rate, layout="mono") for _ in tracks]
+        signals = [(np.clip(resample(track, SAMPLE_RATE, rate), -1, 1) * 32767).astype(np.int16) for track in tracks]
+        step = rate // 10
+        for i, start in enumerate(range(0, max(len(s) for s in signals), step)):
+            if video:
+                image = np.full((64, 64, 3), (i * 9) % 256, np.uint8)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+                frame.pts = i
+                for packet in picture.encode(frame):
+                    container.mux(packet)
+            for stream, signal in zip(streams, signals):
+                if start < len(signal):
+                    frame = av.AudioFrame.from_ndarray(signal[None, start:start + step].copy(), format="s16", layout="mono")
+                    frame.sample_rate = rate
+                    frame.pts = start
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+        for stream in ([picture] if video else []) + streams:
+            for packet in stream.encode(None):
                 container.mux(packet)
-    out = load_audio(buffer.getvalue())
-    assert np.abs(out).max() > 0.1  # the speech, not the silent second stream
+    return buffer.getvalue()
+
+
+def quiet_noise(n: int, dbfs: float, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(n) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+SILENT_TRACKS = {
+    "digital silence": lambda n: np.zeros(n, np.float32),
+    "DC offset": lambda n: np.full(n, 0.3, np.float32),
+    "noise floor at -75 dBFS": lambda n: quiet_noise(n, -75.0),
+}
+
+
+@pytest.mark.parametrize("kind", list(SILENT_TRACKS))
+def test_a_silent_first_track_gives_way_to_the_track_with_speech(kind, speech):
+    data = matroska([SILENT_TRACKS[kind](len(speech)), speech])
+
+    decoded = decode_audio(data)
+
+    check_output(decoded.samples)
+    n = min(len(decoded.samples), len(speech))
+    assert best_correlation(decoded.samples[:n], speech[:n], max_lag=16) > 0.9
+    assert "track 2 was used" in decoded.note and "track 1 is silent" in decoded.note, decoded.note
+    np.testing.assert_array_equal(load_audio(data), decoded.samples)
+
+
+@pytest.mark.parametrize("codec, rate", [("libopus", 48000), ("aac", 44100)])
+def test_lossy_tracks_and_a_video_track_first(codec, rate, speech):
+    data = matroska([np.zeros_like(speech), np.zeros_like(speech), speech], codec=codec, rate=rate, video=True)
+    decoded = decode_audio(io.BytesIO(data))
+    assert "the file has 3 audio tracks; track 3 was used" in decoded.note, decoded.note
+    assert "tracks 1, 2 are silent" in decoded.note, decoded.note
+    env_out, env_ref = rms_envelope(decoded.samples), rms_envelope(speech)
+    m = min(len(env_out), len(env_ref))
+    assert best_correlation(env_out[:m], env_ref[:m], max_lag=10) > 0.9
+
+
+def test_the_first_track_with_sound_is_used_when_several_have_it(speech):
+    other, _ = read_native(SPEECH_8K)
+    other = resample(other, 8000, SAMPLE_RATE)
+    quieter = speech * 0.3  # 10 dB below the second track: still the first one with sound
+    decoded = decode_audio(matroska([quieter, other]))
+    n = min(len(decoded.samples), len(speech))
+    assert best_correlation(decoded.samples[:n], quieter[:n], max_lag=16) > 0.9
+    assert "track 1 was used (the first with sound" in decoded.note, decoded.note
+    # Faint noise, 40 dB below the speech on the second track, is not what anyone wants transcribed.
+    faint = quiet_noise(len(speech), -50.0)
+    decoded = decode_audio(matroska([faint, speech]))
+    assert best_correlation(decoded.samples[:n], speech[:n], max_lag=16) > 0.9
+    assert "track 2 was used" in decoded.note, decoded.note
+
+
+def test_audio_track_picks_the_track_asked_for(speech, tmp_path):
+    data = matroska([np.zeros_like(speech), speech])
+    path = tmp_path / "two.mkv"
+    path.write_bytes(data)
+    for source in (data, path, io.BytesIO(data)):
+        decoded = decode_audio(source, audio_track=1)
+        assert np.abs(decoded.samples).max() < 1e-3, "the silent track, as asked"
+        assert decoded.note == "audio track 1 of the file's 2 was used, as asked"
+        second = load_audio(source if not isinstance(source, io.BytesIO) else io.BytesIO(data), audio_track=2)
+        n = min(len(second), len(speech))
+        assert best_correlation(second[:n], speech[:n], max_lag=16) > 0.9
+
+
+def test_every_track_silent_uses_the_first_and_says_so(speech):
+    decoded = decode_audio(matroska([np.zeros_like(speech), np.full_like(speech, -0.2)]))
+    assert np.abs(decoded.samples).max() < 1e-3
+    assert "track 1 was used (every track is silent" in decoded.note, decoded.note
+
+
+def test_one_track_has_no_note(speech):
+    assert decode_audio(matroska([speech])).note is None
+    assert decode_audio(encode(speech, 16000, "flac", "flac"), audio_track=1).note is None
+    assert decode_audio(speech).note is None
+
+
+@pytest.mark.parametrize("track, words", [
+    (3, ("audio_track=3", "only 2 audio tracks")),
+    (0, ("counts", "from 1")),
+    (-1, ("counts", "from 1")),
+    (True, ("counts", "from 1")),
+    (1.5, ("counts", "from 1")),
+])
+def test_a_track_that_is_not_there_is_a_clear_error(track, words, speech):
+    data = matroska([np.zeros_like(speech), speech])
+    with pytest.raises(AudioTrackError) as caught:
+        load_audio(data, audio_track=track)
+    assert caught.value.code == "invalid_audio_track"
+    assert all(word in str(caught.value) for word in words), str(caught.value)
+    with pytest.raises(AudioTrackError, match="only one audio track"):
+        load_audio(encode(speech, 16000, "flac", "flac"), audio_track=2)
+    with pytest.raises(AudioTrackError, match="numpy array holds one track"):
+        load_audio(speech, audio_track=2)
+
+
+def test_several_tracks_are_held_to_max_duration(speech):
+    long_silence = np.zeros(SAMPLE_RATE * 40, np.float32)
+    data = matroska([long_silence, np.concatenate([speech] * 6)])  # both over 30 s, the limit is 20 s
+    with pytest.raises(AudioTooLongError):
+        load_audio(data, max_duration=20)
+    assert audio_duration(load_audio(data, max_duration=60)) > 40
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -456,5 +581,6 @@ def test_error_codes():
     assert EmptyAudioError.code == "empty_audio"
     assert UndecodableAudioError.code == "undecodable_audio"
     assert AudioTooLongError.code == "audio_too_long"
-    for cls in (EmptyAudioError, UndecodableAudioError, AudioTooLongError):
+    assert AudioTrackError.code == "invalid_audio_track"
+    for cls in (EmptyAudioError, UndecodableAudioError, AudioTooLongError, AudioTrackError):
         assert issubclass(cls, AudioError) and issubclass(cls, ValueError)
