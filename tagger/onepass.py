@@ -51,16 +51,22 @@ class AudioJob:
                  window_options: WindowOptions | None = None):
         if len(samples) < HOP_LENGTH:
             raise EmptyAudioError(f"the audio is {len(samples) / SAMPLE_RATE * 1000:.1f} ms long, shorter than one 10 ms frame")
-        self.model = model
         self.samples = samples if samples.flags.writeable else samples.copy()  # torch wants writable arrays
+        window_options = window_options or WindowOptions()
+        self._setup(model, options, tags, window_options, round(len(samples) / SAMPLE_RATE, 3))
+        self.window_list = plan_windows(samples, window_options, need_speech=options is not None)
+
+    def _setup(self, model, options: DecodeOptions | None, tags: TagOptions | None, window_options: WindowOptions,
+               duration: float) -> None:
+        """What every job starts with but its windows (``tagger.stream.StreamJob`` plans them as audio comes)."""
+        self.model = model
         self.options = options
         self.tag_options = tags
-        self.duration = round(len(samples) / SAMPLE_RATE, 3)
-        window_options = window_options or WindowOptions()
-        self.window_list = plan_windows(samples, window_options, need_speech=options is not None)
+        self.duration = duration
+        self.window_list: list[Window] = []
         self.speech_threshold = window_options.speech_threshold
         head = model.head
-        self.stream = TagStream(head, tags.tag_resolution, self.duration) if tags is not None and head else None
+        self.stream = TagStream(head, tags.tag_resolution, duration) if tags is not None and head else None
         self.decoder = None if options is None else model.decoder(options)
         self.next_window = 0
         self._undecoded: list[tuple[int, torch.Tensor]] = []  # (window, features [1500, D]) waiting for the decoder
