@@ -15,6 +15,8 @@ Head types (the Whisper-AT paper's names):
   block's output, mean over time, an 8-head transformer block over the L blocks, mean over the
   blocks, LayerNorm + Linear.
 - ``tl_tr_512``: TL-Tr-512, the same after a LayerNorm + Linear projection down to width 512.
+- ``linear``: the linear-probe baseline, a logistic regression on every block's time mean
+  (each block's mean normalised on its own, the L blocks concatenated), to see what a head adds.
 
 The TL-Tr parameter names are those of the released Whisper-AT checkpoints (after their
 ``at_model.`` prefix), so those ``.pth`` files load strictly into ``TLTr`` / ``TLTr512``.
@@ -219,6 +221,31 @@ class TLTr512(TLTr):
 
     def project(self, x: Tensor) -> Tensor:
         return self.down_layer(x)
+
+
+@register_head
+class LinearProbe(Head):
+    """A logistic regression on the pooled features of every block (the linear-probe baseline):
+    mean over time of each block's output, each block's mean normalised on its own (a LayerNorm
+    without parameters), the L blocks concatenated (``L * D`` inputs), one Linear layer.
+
+    Concatenated rather than averaged: a learned average of the blocks with LayerNorm + Linear is
+    ``wa_mlp`` already, while a probe reads every block through weights of its own. The
+    normalisation puts the blocks on one scale (the residual stream grows with depth and a few
+    dimensions of the last blocks are large), so no block dominates by its scale alone; a LayerNorm's
+    affine parameters would fold into the Linear layer, so the model is a linear function of the
+    normalised features either way."""
+
+    head_type = "linear"
+
+    def __init__(self, n_layers: int, d_model: int, n_classes: int = AUDIOSET_CLASSES):
+        super().__init__(n_layers, d_model, n_classes)
+        self.linear = Linear(n_layers * d_model, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        pooled = nn.functional.layer_norm(x.float().mean(dim=2), (self.d_model,))  # [B, L, D], in float32
+        return self.linear(pooled.flatten(1).to(x.dtype))
 
 
 def create_head(head_type: str, n_layers: int, d_model: int, n_classes: int = AUDIOSET_CLASSES) -> Head:

@@ -22,7 +22,7 @@ from tagger.heads import (
 )
 from tagger.labels import LabelSet, audioset
 
-ALL_TYPES = ["last_mlp", "wa_mlp", "wa_tr", "tl_tr", "tl_tr_512"]
+ALL_TYPES = ["last_mlp", "wa_mlp", "wa_tr", "tl_tr", "tl_tr_512", "linear"]
 L, D = 4, 64  # a small encoder for the generic head tests
 
 
@@ -375,6 +375,27 @@ def test_weighted_average_heads_start_as_plain_means():
         last = create_head("last_mlp", L, D)
         last.mlp_layer.load_state_dict(wa_mlp.mlp_layer.state_dict())
         torch.testing.assert_close(wa_mlp(x), last(x))
+
+
+def test_linear_probe_is_a_logistic_regression_on_every_blocks_mean():
+    torch.manual_seed(0)
+    scales = torch.tensor([1.0, 3.0, 10.0, 40.0]).view(1, L, 1, 1)  # blocks of different sizes, as Whisper's are
+    x = 2.0 + scales * torch.randn(2, L, 9, D)
+    probe = create_head("linear", L, D, 5)
+    assert [name for name, _ in probe.named_parameters()] == ["linear.weight", "linear.bias"]
+    assert probe.linear.weight.shape == (5, L * D)  # the blocks concatenated, each read by weights of its own
+    means = x.mean(dim=2)  # [B, L, D]
+    centred = means - means.mean(dim=-1, keepdim=True)
+    normalised = centred / (centred.pow(2).mean(dim=-1, keepdim=True) + 1e-5).sqrt()
+    expected = normalised.reshape(2, L * D) @ probe.linear.weight.T + probe.linear.bias
+    with torch.no_grad():
+        torch.testing.assert_close(probe(x), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(probe(x * scales), probe(x), rtol=1e-4, atol=1e-4)  # a block's scale is no weight
+        moved = x.clone()
+        moved[:, 2] = torch.randn(2, 9, D)
+        probe.linear.weight[:, 2 * D : 3 * D] = 0  # block 2 only through its own columns
+        torch.testing.assert_close(probe(moved), probe(x))
+        assert not torch.allclose(probe(x.flip(1)), probe(x))  # the blocks are not averaged
 
 
 # ---------------------------------------------------------------------------------------------

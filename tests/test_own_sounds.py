@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sound_fixtures import drum_clips, pick
 
-from tagger.heads import load_head
+from tagger import load_model
+from tagger.audio import load_audio
+from tagger.heads import LinearProbe, load_head
 from tagger.labels import audioset
 from tagger.train.datasets import DatasetError, default_multi_label, detect_format, load_dataset, resolve_labels
 from tagger.train.evaluate import add_evaluate_arguments, confusion_matrix, run_evaluate
@@ -275,6 +278,60 @@ def test_cross_validation_from_one_cache(caches, tmp_path: Path, capsys):
     rows = list(csv.reader((report / "confusion.csv").read_text().splitlines()))
     assert rows[0] == ["true \\ predicted", "mid", *IN_AUDIOSET_ORDER] and len(rows) == 5
     assert (report / "confusion.png").stat().st_size > 5000 and (report / "folds.csv").is_file()
+
+
+# --------------------------------------------------------------------------- the linear probe
+
+
+def test_the_linear_probe_trains_evaluates_and_serves(caches, tmp_path: Path, capsys):
+    """``--head linear``: the auto recipe's schedule, classes and single-label mode, saved and loaded like
+    every head, scored by ``earmark evaluate`` and served by ``load_model(..., head=PATH)``."""
+    train, test = caches
+    out = tmp_path / "probe.safetensors"
+    args = parse(add_train_arguments, ["--train", train.path, "--dev", test.path, "--head", "linear", "--steps", 100,
+                                       "--window", WINDOW, "--out", out, "--no-plot"])
+    assert run_train(args) == 0
+    printed = capsys.readouterr()
+    assert "head linear, as given" in printed.err and "4 AudioSet classes" in printed.err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["head_type"] == "linear" and card["multi_label"] is False
+    assert [label["name"] for label in card["labels"]] == list(IN_AUDIOSET_ORDER)
+    assert card["extra"]["recipe"]["recipe"] == "auto" and card["extra"]["hyperparameters"]["head_type"] == "linear"
+    head = load_head(out)
+    assert isinstance(head.module, LinearProbe) and head.module.linear.weight.shape == (4, 4 * 384)
+
+    args = parse(add_evaluate_arguments, ["--head", out, "--features", test.path, "--eval-window", WINDOW, "--json"])
+    assert run_evaluate(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_clips"] == 8 and result["accuracy"] >= 0.5 and result["mAP"] > 0.6, result  # other kits
+
+    model = load_model("tiny.en", head=out, device="cpu")
+    index = next(i for i, r in enumerate(test.records) if r.duration >= 1.0)  # a held-out clip, long enough to tag
+    tags = model.tag(load_audio(test.records[index].source), top_k=None).tags[0].labels
+    assert {t.name for t in tags} == set(IN_AUDIOSET_ORDER)
+    assert sum(t.probability for t in tags) == pytest.approx(1.0, abs=1e-4)  # softmax, as trained
+    cached = head.probabilities(torch.from_numpy(np.asarray(test.features(index), np.float32))[None])[0]
+    served = {t.name: t.probability for t in tags}
+    assert [served[name] for name in IN_AUDIOSET_ORDER] == pytest.approx(cached.tolist(), abs=0.02)
+
+
+def test_cross_validation_of_the_linear_probe(caches, tmp_path: Path, capsys):
+    train, _ = caches
+    report = tmp_path / "cv"
+    args = parse(add_evaluate_arguments, ["--features", train.path, "--folds", "--head", "linear", "--steps", 60,
+                                          "--window", WINDOW, "--eval-window", WINDOW, "--report-dir", report])
+    assert run_evaluate(args) == 0
+    assert "head linear, as given" in capsys.readouterr().err
+    result = json.loads((report / "cv.json").read_text())
+    assert [f["fold"] for f in result["folds"]] == [1, 2, 3] and not result["multi_label"]
+    assert result["summary"]["accuracy"]["mean"] > 0.4 and result["summary"]["mAP"]["mean"] > 0.5, result["summary"]
+    heads = sorted(report.glob("*.safetensors"))
+    assert heads and all(load_head(h).card.head_type == "linear" for h in heads)
+
+    args = parse(add_evaluate_arguments, ["--features", train.path, "--folds", "--head", "linear", "--head-type",
+                                          "wa_mlp"])
+    assert run_evaluate(args) == 2
+    assert "--head linear and --head-type wa_mlp disagree" in capsys.readouterr().err
 
 
 def test_confusion_matrix_counts_each_true_class():

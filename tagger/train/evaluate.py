@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..heads import LoadedHead, load_head
+from ..heads import HEAD_TYPES, LoadedHead, load_head
 from ..labels import LabelSet
 from ..tagging import steps_per_window
 from .features import ArrayFeatures
@@ -282,7 +282,8 @@ def _clean(value: float) -> float | None:
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
-    parser.add_argument("--head", default=None, help="the head to evaluate (.safetensors + .json card, or a Whisper-AT .pth)")
+    parser.add_argument("--head", default=None, help="the head to evaluate (.safetensors + .json card, or a Whisper-AT .pth); "
+                                                     "with --folds a head type such as linear is the type trained per fold")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--features", default=None, help="a feature cache (from `earmark extract`)")
     source.add_argument("--data", default=None,
@@ -305,7 +306,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "correlation of the probabilities")
     parser.add_argument("--head-type", dest="head_type", default=None,
                         help="head type trained in each fold with --folds (--recipe reference: tl_tr; auto: wa_mlp "
-                             "below 5,000 training clips, else tl_tr)")
+                             "below 5,000 training clips, else tl_tr; linear: the linear-probe baseline)")
     add_training_options(parser, include_head=False)
     add_recipe_options(parser)
 
@@ -376,6 +377,11 @@ def _run_folds(args: argparse.Namespace, data) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
 
     setup_threads(getattr(args, "threads", None))
+    if args.folds and args.head in HEAD_TYPES and not Path(args.head).exists():  # --folds --head linear
+        if args.head_type not in (None, args.head):
+            print(f"earmark evaluate: --head {args.head} and --head-type {args.head_type} disagree", file=sys.stderr)
+            return 2
+        args.head_type, args.head = args.head, None
     try:
         head = None
         if args.head is not None:
