@@ -52,6 +52,8 @@ class TagOptions(FormModel):
     threshold: float | None = Field(None, ge=0, le=1, description="only labels at least this probable")
     tag_resolution: float = Field(DEFAULT_TAG_RESOLUTION, gt=0, le=3600, allow_inf_nan=False,
                                   description="seconds per tag window, a multiple of 0.4")
+    audio_track: int | None = Field(None, ge=1, le=1000, description="which audio track of a file with several, "
+                                    "counted from 1; unset: the first with sound (notes say which was used)")
 
     @field_validator("top_k", mode="before")
     @classmethod

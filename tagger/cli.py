@@ -43,6 +43,13 @@ def top_k_value(text: str) -> int | None:
     return value
 
 
+def track_value(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("--audio-track counts a file's audio tracks from 1")
+    return value
+
+
 def head_value(text: str) -> str | None:
     return None if text.strip().lower() in ("", "none") else text
 
@@ -62,6 +69,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exclude", action="append", default=None, help="never this class (mid or name); repeatable")
     parser.add_argument("--output-dir", "-o", type=Path, default=None, help="write FILE_STEM.FORMAT here instead of stdout")
     parser.add_argument("--max-duration", type=float, default=None, help="refuse audio longer than this many seconds")
+    parser.add_argument("--audio-track", type=track_value, default=None,
+                        help="which audio track of a file with several, from 1 (default: the first with sound)")
 
 
 def gate_value(text: str) -> float | None:
@@ -150,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     interactive = sys.stderr.isatty()
     for path in tqdm(args.files, unit="file", disable=len(args.files) < 2 or not interactive):
-        options = dict(tag_resolution=args.tag_resolution, top_k=args.top_k, threshold=args.threshold,
-                       include=args.include, exclude=args.exclude, max_duration=args.max_duration, progress=interactive)
+        options = {"tag_resolution": args.tag_resolution, "top_k": args.top_k, "threshold": args.threshold,
+                   "include": args.include, "exclude": args.exclude, "max_duration": args.max_duration,
+                   "audio_track": args.audio_track, "progress": interactive}
         try:
             if args.command == "tag":
                 result = model.tag(path, **options)
@@ -165,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"earmark: {path}: {error}", file=sys.stderr)
             failures += 1
             continue
+        for note in result.notes:  # which audio track was used, silent or too short audio, no head
+            print(f"earmark: {path}: note: {note}", file=sys.stderr)
         text = render(result, args.format)
         if args.output_dir:
             (args.output_dir / f"{path.stem}.{args.format}").write_text(text, encoding="utf-8")

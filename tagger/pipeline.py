@@ -13,11 +13,12 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from . import weights as _weights
-from .audio import AudioSource, load_audio
+from .audio import SAMPLE_RATE, AudioSource, decode_audio
 from .backbone import Backbone
 from .decoding import DecodeOptions, Decoder
 from .heads import LoadedHead, check_backbone, load_head
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 AUTO_HEAD = "auto"  # the head bundled for the model when there is one, else none
 DEFAULT_TAG_RESOLUTION = 10.0  # seconds; the window length Whisper-AT heads were trained on
 DEFAULT_TAGS = TagOptions(DEFAULT_TAG_RESOLUTION)
+MIN_TAG_SECONDS = 0.4  # shorter audio gets no sound tags: one pooled step of the encoder
+SILENT_LEVEL = 1e-3  # -60 dBFS: audio whose samples vary less than this around their mean is silent
 
 
 def default_device() -> str:
@@ -49,6 +52,50 @@ def bundled_heads() -> list[str]:
     folder = resources.files("tagger") / "data" / "heads"
     return sorted(p.name[: -len(".safetensors")] for p in folder.iterdir()
                   if p.name.endswith(".safetensors")) if folder.is_dir() else []
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    """Digital silence, a constant level (a DC offset) or samples that were all NaN: no level above
+    -60 dBFS once a constant offset is removed."""
+    return not samples.size or float(samples.max()) - float(samples.min()) < 2 * SILENT_LEVEL
+
+
+def honest_tags(samples: np.ndarray, result: TagResult) -> None:
+    """Degenerate audio gets a note, not confident tags. Audio shorter than ``MIN_TAG_SECONDS`` has
+    no tags at all; a silent tag window has no labels, its scores are 0, and sound events and segment
+    tags that lie only in silent windows go. Silent audio gets a note even when it has no tags."""
+    windows = result.tags
+    if windows and result.duration < MIN_TAG_SECONDS:
+        silent = list(range(len(windows)))
+        result.notes.append(f"the audio is {result.duration:g} s long, too short for sound tags (they need at least "
+                            f"{MIN_TAG_SECONDS:g} s), so there are none")
+    else:
+        silent = [i for i, w in enumerate(windows)
+                  if is_silent(samples[round(w.start * SAMPLE_RATE) : round(w.end * SAMPLE_RATE)])]
+        if windows and len(silent) == len(windows):
+            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed), "
+                                "so there are no sound tags")
+        elif silent:
+            result.notes.append(f"{len(silent)} of {len(windows)} tag windows are silent (no level above -60 dBFS), "
+                                "so they carry no tags")
+        elif not windows and is_silent(samples):
+            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed)")
+    if not silent:
+        return
+    for i in silent:
+        windows[i].labels = []
+        if i < len(result.scores):
+            result.scores[i] = 0.0
+    silent_set = set(silent)
+    heard = [(w.start, w.end) for i, w in enumerate(windows) if i not in silent_set]
+
+    def audible(start: float, end: float) -> bool:
+        return any(a < end and start < b for a, b in heard)
+
+    result.events = [event for event in result.events if audible(event.start, event.end)]
+    for segment in getattr(result, "segments", []):
+        if not audible(segment.start, segment.end):
+            segment.tags = []
 
 
 class EarmarkModel:
@@ -118,6 +165,7 @@ class EarmarkModel:
         speech_gate: float | None = DecodeOptions.speech_gate,
         seed: int = 0,
         max_duration: float | None = None,
+        audio_track: int | None = None,
         progress: bool = False,
         options: DecodeOptions | None = None,
         tag_options: TagOptions | None = None,
@@ -132,7 +180,10 @@ class EarmarkModel:
         prompted with the text so far (as openai-whisper does: slower, sometimes more accurate). ``speech_gate``: segments whose speech
         probability is below it are flagged ``no_speech`` and left out of the text (None: off).
         Sampling is seeded with ``seed`` (plus the window's index), so the same audio and settings
-        always give the same result. ``options`` / ``tag_options`` replace the keywords whole.
+        always give the same result. ``audio_track``: which audio track of a file with several, from 1
+        (default: the first with sound; ``result.notes`` says which was used). Silent or too short
+        audio gets a note in ``result.notes`` rather than tags. ``options`` / ``tag_options``
+        replace the keywords whole.
         """
         options = options or DecodeOptions(
             task=task, language=language, multilingual=multilingual,
@@ -143,7 +194,7 @@ class EarmarkModel:
             no_speech_threshold=no_speech_threshold, word_timestamps=word_timestamps, seed=seed,
             speech_gate=speech_gate)
         tag_options = tag_options or TagOptions(tag_resolution, top_k, threshold, include, exclude)
-        return self._run(audio, options, tag_options if tags else None, max_duration, progress)
+        return self._run(audio, options, tag_options if tags else None, max_duration, audio_track, progress)
 
     def tag(
         self,
@@ -155,22 +206,24 @@ class EarmarkModel:
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
         max_duration: float | None = None,
+        audio_track: int | None = None,
         progress: bool = False,
         tag_options: TagOptions | None = None,
     ) -> TagResult:
-        """Sound tags only: the decoder never runs. ``top_k=None`` reports every class."""
+        """Sound tags only: the decoder never runs. ``top_k=None`` reports every class.
+        ``audio_track`` and the notes on silent or too short audio: as in ``transcribe``."""
         if self.head is None:
             raise ValueError(NO_HEAD_NOTE)
         tag_options = tag_options or TagOptions(tag_resolution, top_k, threshold, include, exclude)
-        return self._run(audio, None, tag_options, max_duration, progress)
+        return self._run(audio, None, tag_options, max_duration, audio_track, progress)
 
     def job(self, audio: AudioSource, options: DecodeOptions | None = None, tags: TagOptions | None = DEFAULT_TAGS,
-            max_duration: float | None = None) -> AudioJob:
+            max_duration: float | None = None, audio_track: int | None = None) -> AudioJob:
         """Decode the audio and plan its windows; the caller feeds them through the encoder.
 
         ``options=None`` means tags only, ``tags=None`` no tags. The service uses jobs to batch
         windows of several requests into one encoder call; ``transcribe`` and ``tag`` run one job
-        to the end.
+        to the end. A job's result goes through ``finish`` for its notes.
         """
         if tags is not None:
             steps_per_window(tags.tag_resolution)  # refuse a bad resolution before decoding any audio
@@ -178,13 +231,26 @@ class EarmarkModel:
                 tags.candidates(self.head.card.labels)  # and unknown class names
         if options is not None:
             self.decoder(options)  # and a language the model cannot speak
-        return AudioJob(self, load_audio(audio, max_duration=max_duration), options, tags, self.window_options)
+        decoded = decode_audio(audio, max_duration=max_duration, audio_track=audio_track)
+        job = AudioJob(self, decoded.samples, options, tags, self.window_options)
+        job.audio_note = decoded.note  # which audio track was used, for ``finish``
+        return job
+
+    def finish(self, job: AudioJob, result: TranscriptionResult | TagResult) -> TranscriptionResult | TagResult:
+        """What is known about the input goes into a job's result: which audio track was used, and
+        notes rather than tags for silent or too short audio (``honest_tags``)."""
+        note = getattr(job, "audio_note", None)
+        if note:
+            result.notes.insert(0, note)
+        honest_tags(job.samples, result)
+        return result
 
     def _run(self, audio: AudioSource, options: DecodeOptions | None, tags: TagOptions | None,
-             max_duration: float | None, progress: bool) -> TranscriptionResult | TagResult:
-        job = self.job(audio, options, tags, max_duration)
+             max_duration: float | None, audio_track: int | None, progress: bool) -> TranscriptionResult | TagResult:
+        job = self.job(audio, options, tags, max_duration, audio_track)
         with tqdm(total=job.n_windows, unit="window", disable=not progress, leave=False) as bar:
-            return run_job(self.backbone, job, self.encode_batch_size, self.decode_batch_size, bar.update)
+            result = run_job(self.backbone, job, self.encode_batch_size, self.decode_batch_size, bar.update)
+        return self.finish(job, result)
 
 
 def load_model(

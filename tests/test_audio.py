@@ -584,3 +584,69 @@ def test_error_codes():
     assert AudioTrackError.code == "invalid_audio_track"
     for cls in (EmptyAudioError, UndecodableAudioError, AudioTooLongError, AudioTrackError):
         assert issubclass(cls, AudioError) and issubclass(cls, ValueError)
+
+
+# --- through the model: which track was used, and silent or too short audio, say so in notes ---
+
+
+@pytest.fixture(scope="module")
+def tiny_en_default():
+    """tiny.en with its bundled head, as ``load_model`` gives it."""
+    from tagger import load_model
+
+    return load_model("tiny.en", device="cpu")
+
+
+def test_the_model_transcribes_the_track_with_speech_and_says_which(tiny_en_default):
+    native, rate = read_native(SPEECH_8K)
+    speech = resample(native, rate, SAMPLE_RATE)
+    data = matroska([np.zeros_like(speech), speech], codec="libopus", rate=48000)
+
+    result = tiny_en_default.transcribe(data)
+
+    assert "representatives" in result.text.lower() and "telemarketers" in result.text.lower(), result.text
+    assert result.notes[0].startswith("the file has 2 audio tracks; track 2 was used"), result.notes
+    assert result.to_dict()["notes"] == result.notes
+    assert any(window.labels for window in result.tags)
+    tags = tiny_en_default.tag(data, audio_track=1)
+    assert tags.notes[0] == "audio track 1 of the file's 2 was used, as asked", tags.notes
+    assert any("silent" in note for note in tags.notes) and all(not w.labels for w in tags.tags), tags.notes
+    with pytest.raises(AudioTrackError, match="only 2 audio tracks"):
+        tiny_en_default.transcribe(data, audio_track=3)
+
+
+DEGENERATE = {
+    "digital silence": np.zeros(3 * SAMPLE_RATE, np.float32),
+    "DC offset": np.full(3 * SAMPLE_RATE, 0.5, np.float32),
+    "all NaN": np.full(3 * SAMPLE_RATE, np.nan, np.float32),
+    "10 ms of tone": (0.5 * np.sin(2 * np.pi * 440 * np.arange(160) / SAMPLE_RATE)).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE))
+def test_degenerate_audio_gets_a_note_not_confident_tags(tiny_en_default, name):
+    samples = DEGENERATE[name]
+    expected = "too short" if len(samples) < SAMPLE_RATE else "the audio is silent"
+    for source in (samples, encode(np.nan_to_num(samples), SAMPLE_RATE, "wav", "pcm_s16le")):
+        tags = tiny_en_default.tag(source, tag_resolution=0.4, top_k=None)
+        assert tags.tags and all(window.labels == [] for window in tags.tags), (name, tags.tags[:2])
+        assert tags.events == [] and not tags.scores.any(), (name, tags.events)
+        assert any(expected in note for note in tags.notes), (name, tags.notes)
+        result = tiny_en_default.transcribe(source)
+        assert result.text == "" and result.events == [], (name, result.text, result.events)
+        assert all(window.labels == [] for window in result.tags), name
+        assert any(expected in note for note in result.notes), (name, result.notes)
+    no_tags = tiny_en_default.transcribe(samples, tags=False)
+    if expected == "the audio is silent":
+        assert any(note.startswith("the audio is silent") for note in no_tags.notes), no_tags.notes
+
+
+def test_only_the_silent_windows_of_real_audio_lose_their_tags(tiny_en_default, speech):
+    gap = np.zeros(4 * SAMPLE_RATE, np.float32)
+    result = tiny_en_default.tag(np.concatenate([speech[: 4 * SAMPLE_RATE], gap]), tag_resolution=2.0)
+    assert [bool(w.labels) for w in result.tags] == [True, True, False, False], result.tags
+    assert result.notes == ["2 of 4 tag windows are silent (no level above -60 dBFS), so they carry no tags"]
+    assert all(event.start < 4.0 for event in result.events), result.events
+    assert not result.scores[2:].any() and result.scores[:2].any()
+    loud = tiny_en_default.tag(speech)
+    assert loud.notes == [] and all(w.labels for w in loud.tags)

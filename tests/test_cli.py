@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import seeded_head
 from speech_fixtures import is_speech_class, speech_clips
@@ -18,7 +19,7 @@ EARMARK = shutil.which("earmark", path=str(Path(sys.executable).parent)) or "ear
 
 
 def earmark(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EARMARK, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([EARMARK, *args], check=False, capture_output=True, text=True, timeout=600)
 
 
 def test_transcribe_srt_to_stdout():
@@ -87,3 +88,24 @@ def test_asking_for_a_missing_gpu_is_a_clear_error():
     path, _ = speech_clips()[0]
     run = earmark("transcribe", str(path), "--model", "tiny.en", "--device", "cuda")
     assert run.returncode == 2 and "CUDA" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_audio_track_and_the_notes_are_shown(tmp_path: Path):
+    from test_audio import SPEECH_8K, matroska, read_native, resample
+
+    native, rate = read_native(SPEECH_8K)
+    speech = resample(native, rate, 16000)
+    mkv = tmp_path / "two-tracks.mkv"
+    mkv.write_bytes(matroska([np.zeros_like(speech), speech]))
+    run = earmark("transcribe", str(mkv), "--model", "tiny.en")
+    assert run.returncode == 0, run.stderr
+    assert "telemarketers" in run.stdout.lower(), run.stdout
+    assert "two-tracks.mkv: note: the file has 2 audio tracks; track 2 was used" in run.stderr, run.stderr
+    run = earmark("tag", str(mkv), "--model", "tiny.en", "--audio-track", "1", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert "note: audio track 1 of the file's 2 was used, as asked" in run.stderr, run.stderr
+    assert "note: the audio is silent" in run.stderr and all(not w["labels"] for w in json.loads(run.stdout)["tags"])
+    run = earmark("transcribe", str(mkv), "--model", "tiny.en", "--audio-track", "3")
+    assert run.returncode == 1 and "only 2 audio tracks" in run.stderr and "Traceback" not in run.stderr
+    run = earmark("tag", str(mkv), "--model", "tiny.en", "--audio-track", "0")
+    assert run.returncode == 2 and "--audio-track" in run.stderr and "Traceback" not in run.stderr

@@ -453,10 +453,38 @@ def test_degenerate_audio_gets_a_note_not_confident_tags(server: ServerProcess, 
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["tags"] and all(window["labels"] == [] for window in body["tags"]), (name, body["tags"])
+    assert body["events"] == [], (name, body["events"])
     assert any("silent" in note or "too short" in note for note in body["notes"]), body["notes"]
     verbose = httpx.post(server.url + TRANSCRIBE, files={"file": ("odd.wav", data)},
                          data={"response_format": "verbose_json"}, timeout=60).json()
     assert all(window["labels"] == [] for window in verbose["tags"]) and verbose["notes"], verbose
+    assert verbose["events"] == [] and verbose["text"] == "", verbose
+    subtitles = httpx.post(server.url + TRANSCRIBE, files={"file": ("odd.wav", data)},
+                           data={"response_format": "srt"}, timeout=60)
+    assert subtitles.status_code == 200 and "[" not in subtitles.text, subtitles.text  # no sound cue such as [Music]
+
+
+def test_the_audio_track_with_speech_is_used_and_named(server: ServerProcess):
+    from test_audio import SPEECH_8K, matroska, read_native, resample
+
+    native, rate = read_native(SPEECH_8K)
+    speech = resample(native, rate, 16000)
+    data = matroska([np.zeros_like(speech), speech], codec="libopus", rate=48000)
+    verbose = httpx.post(server.url + TRANSCRIBE, files={"file": ("two.mkv", data)},
+                         data={"response_format": "verbose_json"}, timeout=120)
+    assert verbose.status_code == 200, verbose.text
+    body = verbose.json()
+    assert "telemarketers" in body["text"].lower(), body["text"]
+    assert body["notes"][0].startswith("the file has 2 audio tracks; track 2 was used"), body["notes"]
+    tags = httpx.post(server.url + TAGS, files={"file": ("two.mkv", data)}, data={"audio_track": "1"}, timeout=60)
+    assert tags.status_code == 200, tags.text
+    notes = tags.json()["notes"]
+    assert notes[0] == "audio track 1 of the file's 2 was used, as asked" and "silent" in notes[1], notes
+    for track, code in (("3", "invalid_audio_track"), ("0", "invalid_value"), ("two", "invalid_value")):
+        response = httpx.post(server.url + TRANSCRIBE, files={"file": ("two.mkv", data)}, data={"audio_track": track},
+                              timeout=60)
+        error = check_error(response, 400)
+        assert error["code"] == code and "audio_track" in error["message"], error
 
 
 def test_a_real_sound_still_gets_its_tags(server: ServerProcess):

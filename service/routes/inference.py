@@ -6,10 +6,9 @@ import logging
 import time
 from collections.abc import Callable
 
-import numpy as np
 from fastapi import Request
 
-from tagger import SAMPLE_RATE, AudioError, AudioJob, LabelSet, TagResult, steps_per_window
+from tagger import AudioError, AudioJob, LabelSet, TagResult, steps_per_window
 
 from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped
 from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error, unavailable
@@ -19,8 +18,6 @@ from ..settings import Settings
 log = logging.getLogger("service.inference")
 
 QUEUE_RETRY_AFTER = 1  # seconds
-MIN_TAG_SECONDS = 0.4  # shorter audio gets no sound tags: one pooled step of the encoder
-SILENT_LEVEL = 1e-3  # -60 dBFS: a tag window whose samples vary less than this around their mean is silence
 
 
 def queue_full(error: Exception | None = None) -> ApiError:
@@ -55,33 +52,6 @@ def check_labels(labels: LabelSet | None, names: list[str], param: str) -> None:
     except (KeyError, TypeError) as error:
         message = error.args[0] if error.args else str(error)
         raise bad_request(str(message), "unknown_label", param) from None
-
-
-def honest_tags(samples: np.ndarray, result: TagResult) -> None:
-    """Degenerate audio gets a note, not confident tags: audio too short to tag, and tag windows that
-    are silent (digital silence, a constant level such as a DC offset, samples that were all NaN)."""
-    if not result.tags:
-        return
-    if result.duration < MIN_TAG_SECONDS:
-        for window in result.tags:
-            window.labels = []
-        for segment in getattr(result, "segments", []):
-            segment.tags = []
-        result.notes.append(f"the audio is {result.duration:g} s long, too short for sound tags (they need at least "
-                            f"{MIN_TAG_SECONDS:g} s), so there are none")
-        return
-    silent = 0
-    for window in result.tags:
-        piece = samples[round(window.start * SAMPLE_RATE) : round(window.end * SAMPLE_RATE)]
-        if piece.size and float(piece.max()) - float(piece.min()) < 2 * SILENT_LEVEL:
-            window.labels = []
-            silent += 1
-    if silent == len(result.tags):
-        result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed), "
-                            "so there are no sound tags")
-    elif silent:
-        result.notes.append(f"{silent} of {len(result.tags)} tag windows are silent (no level above -60 dBFS), "
-                            "so they carry no tags")
 
 
 async def run_job(request: Request, engine: Engine, settings: Settings, metrics: Metrics,
@@ -125,7 +95,7 @@ async def run_job(request: Request, engine: Engine, settings: Settings, metrics:
     finally:
         ticket.cancel()
         engine.release_audio(held)
-    honest_tags(job.samples, result)
+    job.model.finish(job, result)  # which audio track was used; silent or too short audio: notes, not tags
     elapsed = time.perf_counter() - started
     metrics.audio_seconds.labels(task).inc(result.duration)
     if result.duration > 0:

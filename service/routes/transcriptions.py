@@ -49,7 +49,7 @@ async def transcribe(request: Request, engine: Engine, settings: Settings, metri
                            condition_on_previous_text=form.condition_on_previous_text,
                            word_timestamps=form.word_timestamps and form.response_format == "verbose_json")
     tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold) if wants_tags else None
-    make_job = partial(model.job, upload.file, decode, tags, settings.max_duration)
+    make_job = partial(model.job, upload.file, decode, tags, settings.max_duration, form.audio_track)
     result = await run_job(request, engine, settings, metrics, make_job, task)
     assert isinstance(result, TranscriptionResult)
     return render_transcription(result, form)
