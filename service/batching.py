@@ -73,6 +73,7 @@ class Work:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     request_id: str | None = None  # for the worker's log lines
+    low: bool = False  # a stream's partial text: encoded and decoded only when no other work waits
     abandoned: bool = False  # set by the request side: drop it, nobody waits for it
     failed: bool = False
     finished: bool = False
@@ -160,10 +161,11 @@ class Batcher:
             self.metrics.queue_depth.set(self.depth)
 
     async def run(self, ticket: Ticket, job: AudioJob, deadline: float,
-                  disconnected: Callable[[], Awaitable[bool]], request_id: str | None = None) -> Any:
-        """Queue ``job`` on ``ticket``'s place and wait for its result, watching the deadline and the client."""
+                  disconnected: Callable[[], Awaitable[bool]], request_id: str | None = None, low: bool = False) -> Any:
+        """Queue ``job`` on ``ticket``'s place and wait for its result, watching the deadline and the client.
+        ``low``: work that may wait while any other has windows to encode or decode (a stream's partials)."""
         loop = asyncio.get_running_loop()
-        work = Work(job=job, deadline=deadline, future=loop.create_future(), loop=loop, request_id=request_id)
+        work = Work(job=job, deadline=deadline, future=loop.create_future(), loop=loop, request_id=request_id, low=low)
         with self._cond:
             if not ticket.held:
                 raise RuntimeError("the ticket was already used or cancelled")
@@ -188,6 +190,11 @@ class Batcher:
             if not work.future.done():
                 self._abandon(work)
             del work  # the same cycle as in Engine.decode, through work.future (and work.job's audio)
+
+    def wake(self) -> None:
+        """New windows are planned (a stream's audio came): the worker looks at once."""
+        with self._cond:
+            self._cond.notify_all()
 
     def _abandon(self, work: Work) -> None:
         work.abandoned = True
@@ -231,6 +238,9 @@ class Batcher:
                 self._admit(active)
                 self._wait_for_more(active)
             active = [work for work in active if self._still_wanted(work)]
+            for work in [w for w in active if w.job.encoded_all]:  # a stream that ended after its last window
+                active.remove(work)
+                self._schedule_decoding(work)
             self.metrics.active_jobs.set(len(active))
             if not active:
                 continue
@@ -266,8 +276,9 @@ class Batcher:
             self._admit(active)
 
     def _encodable(self, work: Work) -> bool:
-        """Whether the job may have windows encoded now (it does not wait for the text decoder)."""
-        return work.job.undecoded < self.decode_batch_size
+        """Whether the job may have windows encoded now: it has one (a stream may wait for audio) and
+        does not wait for the text decoder."""
+        return work.job.next_window < work.job.n_windows and work.job.undecoded < self.decode_batch_size
 
     def _still_wanted(self, work: Work) -> bool:
         if work.abandoned:
@@ -290,16 +301,17 @@ class Batcher:
         room = self.max_batch_size
         start = self._encode_turn % len(active) if active else 0
         ordered = active[start:] + active[:start]
-        while room:
-            took = False
-            for work in ordered:
-                job, count = work.job, counts[id(work)]
-                if room and job.next_window + count < job.n_windows and job.undecoded + count < self.decode_batch_size:
-                    counts[id(work)] = count + 1
-                    room -= 1
-                    took = True
-            if not took:
-                break
+        for group in ([w for w in ordered if not w.low], [w for w in ordered if w.low]):  # partials last
+            while room:
+                took = False
+                for work in group:
+                    job, count = work.job, counts[id(work)]
+                    if room and job.next_window + count < job.n_windows and job.undecoded + count < self.decode_batch_size:
+                        counts[id(work)] = count + 1
+                        room -= 1
+                        took = True
+                if not took:
+                    break
         return [(work, work.job.next_window, counts[id(work)]) for work in active if counts[id(work)]]
 
     def _step(self, active: list[Work]) -> None:
@@ -369,7 +381,8 @@ class Batcher:
             start = self._turn % len(waiting) if waiting else 0
             self._turn += 1
             waiting = waiting[start:] + waiting[:start]
-            fair = -(-room // max(1, sum(1 for w in waiting if w.job.undecoded and not w.stopped())))
+            waiting = [w for w in waiting if not w.low] + [w for w in waiting if w.low]  # partials take what is left
+            fair = -(-room // max(1, sum(1 for w in waiting if w.job.undecoded and not w.stopped() and not w.low)))
             for work in waiting:
                 if work.stopped():
                     self._drop(work)

@@ -19,8 +19,16 @@ waits between retries. Only 503 answers and connection failures are retried (exp
 backoff; a ``Retry-After`` header wins); any other error answer raises an ``EarmarkError``
 subclass at once.
 
-This module depends on httpx and pydantic only: it imports nothing from the server, so it can be
-copied into, or installed with, any application.
+Live streams (``stream``) go over a WebSocket to ``/v1/audio/stream``:
+
+```python
+for event in client.stream("talk.ogg"):          # or an iterator of raw 16-bit PCM chunks
+    if isinstance(event, StreamSegment):
+        print(event.start, event.end, event.text)
+```
+
+This module depends on httpx and pydantic (and websockets for ``stream``) only: it imports nothing
+from the server, so it can be copied into, or installed with, any application.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import io
+import json
 import mimetypes
 import os
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Generic, Literal, TypeVar
@@ -58,6 +68,12 @@ __all__ = [
     "PayloadTooLarge",
     "Segment",
     "ServerError",
+    "StreamDone",
+    "StreamEvent",
+    "StreamPartial",
+    "StreamReady",
+    "StreamSegment",
+    "StreamTags",
     "TagLabel",
     "TagWindow",
     "Tags",
@@ -160,6 +176,56 @@ class Tags(_Model):
     head: str | None = None
     tags: list[TagWindow] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- live stream events
+
+
+class StreamReady(_Model):
+    """The server took the stream's settings: audio may follow."""
+
+    type: Literal["ready"] = "ready"
+    id: str = ""
+    model: str = ""
+    head: str | None = None
+    sample_rate: int = 16000
+
+
+class StreamPartial(_Model):
+    """Text of the audio from ``start`` to ``end`` that is not final yet (a later partial or the
+    segments replace it)."""
+
+    type: Literal["partial"] = "partial"
+    start: float
+    end: float
+    text: str
+
+
+class StreamSegment(Segment):
+    """A final segment, the same as the whole file's."""
+
+    type: Literal["segment"] = "segment"
+    language: str | None = None
+    no_speech: bool = False
+    speech_prob: float | None = None
+
+
+class StreamTags(TagWindow):
+    """A finished tag window."""
+
+    type: Literal["tags"] = "tags"
+
+
+class StreamDone(_Model):
+    """The end of the stream: the whole result (``Transcription``, or ``Tags`` for a tags-only stream)."""
+
+    type: Literal["done"] = "done"
+    result: Transcription | Tags
+
+
+StreamEvent = StreamReady | StreamPartial | StreamSegment | StreamTags | StreamDone
+_STREAM_EVENTS: dict[str, type[_Model]] = {"ready": StreamReady, "partial": StreamPartial, "segment": StreamSegment,
+                                           "tags": StreamTags}
 
 
 class Label(_Model):
@@ -507,16 +573,86 @@ def _transport_error(error: httpx.TransportError, url: str) -> EarmarkError:
     return EarmarkConnectionError(f"cannot reach {url}: {error or type(error).__name__}", code="connection_error")
 
 
+# --------------------------------------------------------------------------- live streams
+
+STREAM_CHUNK = 32_000  # bytes per message when the client cuts the audio itself (1 s of 16 kHz s16 mono)
+
+
+def _stream_start(encoding: str, sample_rate: int, channels: int, **fields: Any) -> str:
+    settings = {k: v for k, v in fields.items() if v is not None}
+    if settings.get("top_k") == "all":
+        settings["top_k"] = None
+    return json.dumps({"type": "start", "format": {"encoding": encoding, "sample_rate": sample_rate,
+                                                   "channels": channels}, **settings})
+
+
+def _stream_chunks(audio: Any) -> tuple[Iterable[bytes] | None, str]:
+    """The audio as byte chunks and the encoding it defaults to: a path, bytes or a file object is a
+    container the server decodes; an iterable of byte chunks is raw 16-bit PCM unless told otherwise."""
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        data = bytes(audio)
+        return (data[i : i + STREAM_CHUNK] for i in range(0, len(data), STREAM_CHUNK)), "container"
+    if isinstance(audio, (str, os.PathLike)):
+        def read_path() -> Iterator[bytes]:
+            with open(audio, "rb") as f:
+                while chunk := f.read(STREAM_CHUNK):
+                    yield chunk
+        return read_path(), "container"
+    if hasattr(audio, "read"):
+        return iter(lambda: audio.read(STREAM_CHUNK), b""), "container"
+    if isinstance(audio, AsyncIterable):
+        return None, "pcm_s16le"
+    return audio, "pcm_s16le"
+
+
+def _stream_event(text: str | bytes) -> StreamEvent:
+    """A server message as a typed event; an error event raises its EarmarkError subclass."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise EarmarkError(f"the server sent a message that is not JSON: {str(text)[:200]}", code="bad_message") from None
+    kind = body.get("type") if isinstance(body, dict) else None
+    if kind == "error":
+        error = body.get("error") or {}
+        status = body.get("status")
+        cls = _BY_STATUS.get(status) or (ServerError if isinstance(status, int) and status >= 500 else EarmarkError)
+        raise cls(str(error.get("message") or "stream error"), status=status, code=error.get("code"),
+                  type=error.get("type"), param=error.get("param"), body=body)
+    if kind == "done":
+        fields = {k: v for k, v in body.items() if k != "type"}
+        result = Transcription.model_validate(fields) if "text" in fields else Tags.model_validate(fields)
+        return StreamDone(result=result)
+    if kind in _STREAM_EVENTS:
+        return _STREAM_EVENTS[kind].model_validate(body)
+    return _Model.model_validate(body)  # a newer server's event: passed on as it is
+
+
+def _bytes_per_second(encoding: str, sample_rate: int, channels: int) -> int:
+    """Real speed of raw PCM (0: a container, which is not paced)."""
+    return {"pcm_s16le": 2, "pcm_f32le": 4}.get(encoding, 0) * sample_rate * channels
+
+
+def _closed_early(error: Exception | None, url: str) -> EarmarkError:
+    detail = f": {error}" if error else ""
+    return EarmarkConnectionError(f"the stream at {url} closed before it was done{detail}", code="stream_closed")
+
+
 class _Base:
     def __init__(self, base_url: str, api_key: str | None, timeout: float | httpx.Timeout | None, retries: int,
                  backoff: float, headers: dict[str, str] | None):
         self.base_url = base_url.rstrip("/").removesuffix("/v1")  # an OpenAI-style base URL works too
         self.api_key = api_key if api_key is not None else os.environ.get("EARMARK_API_KEY") or None
         self.timeout = timeout
+        self._open_timeout = timeout.connect if isinstance(timeout, httpx.Timeout) else timeout
         self._retrying = _Retrying(retries=retries, backoff=backoff)
         self._headers = {"User-Agent": f"earmark-client/{__version__}", **(headers or {})}
         if self.api_key:
             self._headers["Authorization"] = f"Bearer {self.api_key}"
+
+    @property
+    def _stream_url(self) -> str:
+        scheme, rest = self.base_url.split("://", 1)
+        return ("wss" if scheme == "https" else "ws") + "://" + rest + "/v1/audio/stream"
 
     def _retry_wait(self, call: _Call, response: httpx.Response | None, error: Exception | None,
                     attempt: int) -> float | None:
@@ -613,6 +749,74 @@ class Client(_Base):
                                       filename=filename))
 
     # --- service
+
+    def stream(self, audio: AudioInput | Iterable[bytes], *, encoding: str | None = None, sample_rate: int = 16000,
+               channels: int = 1, realtime: bool = False, language: str | None = None, task: str = "transcribe",
+               transcript: bool = True, tags: bool | None = None, top_k: TopK = None, threshold: float | None = None,
+               tag_resolution: float | None = None, multilingual: bool | None = None, prompt: str | None = None,
+               word_timestamps: bool | None = None, partials: bool = True, speech_gate: float | None = None
+               ) -> Iterator[StreamEvent]:
+        """Stream audio to ``/v1/audio/stream`` and yield its events as they come: ``StreamReady``,
+        then ``StreamPartial``, ``StreamTags`` and ``StreamSegment`` (final) as the audio goes, and
+        ``StreamDone`` with the whole result last. An error event raises its ``EarmarkError``.
+
+        ``audio``: a path, bytes or a binary file object (sent as a container the server decodes:
+        any format it reads for uploads that can be read front to back), or an iterable of byte chunks
+        (raw PCM: ``encoding`` ``pcm_s16le`` by default, or ``pcm_f32le``, at ``sample_rate`` with
+        ``channels`` interleaved; a generator reading a microphone is a live source). ``realtime``
+        paces raw PCM at real speed. Leaving the loop early closes the stream."""
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect
+
+        chunks, default = _stream_chunks(audio)
+        encoding = encoding or default
+        start = _stream_start(encoding, sample_rate, channels, language=language, task=task, transcript=transcript,
+                              tags=tags, top_k=top_k, threshold=threshold, tag_resolution=tag_resolution,
+                              multilingual=multilingual, prompt=prompt, word_timestamps=word_timestamps,
+                              partials=partials, speech_gate=speech_gate)
+        rate = _bytes_per_second(encoding, sample_rate, channels) if realtime else 0
+        url = self._stream_url
+        try:
+            ws = connect(url, additional_headers=self._headers, max_size=None, open_timeout=self._open_timeout)
+        except (OSError, WebSocketException) as error:
+            raise EarmarkConnectionError(f"cannot open a stream at {url}: {error}", code="connection_error") from error
+        failed: list[BaseException] = []
+
+        def send_all() -> None:
+            try:
+                started, sent = time.monotonic(), 0
+                for chunk in chunks:
+                    if rate:
+                        wait = started + sent / rate - time.monotonic()
+                        if wait > 0:
+                            time.sleep(wait)
+                    ws.send(bytes(chunk))
+                    sent += len(chunk)
+                ws.send(json.dumps({"type": "end"}))
+            except WebSocketException:
+                pass  # the server closed the stream: its error event says why
+            except BaseException as error:  # noqa: BLE001 - the caller's audio source failed: end the stream
+                failed.append(error)
+                ws.close()
+
+        sender = threading.Thread(target=send_all, name="earmark-stream-send", daemon=True)
+        try:
+            ws.send(start)
+            sender.start()
+            for message in ws:
+                event = _stream_event(message)
+                yield event
+                if isinstance(event, StreamDone):
+                    return
+            if failed:
+                raise failed[0]
+            raise _closed_early(None, url)
+        except WebSocketException as error:
+            if failed:
+                raise failed[0] from error
+            raise _closed_early(error, url) from error
+        finally:
+            ws.close()
 
     def labels(self) -> list[Label]:
         return self._send(_build_labels())
@@ -738,6 +942,77 @@ class AsyncClient(_Base):
                                             filename=filename))
 
     # --- service
+
+    async def stream(self, audio: AudioInput | Iterable[bytes] | AsyncIterable[bytes], *, encoding: str | None = None,
+                     sample_rate: int = 16000, channels: int = 1, realtime: bool = False, language: str | None = None,
+                     task: str = "transcribe", transcript: bool = True, tags: bool | None = None, top_k: TopK = None,
+                     threshold: float | None = None, tag_resolution: float | None = None,
+                     multilingual: bool | None = None, prompt: str | None = None, word_timestamps: bool | None = None,
+                     partials: bool = True, speech_gate: float | None = None) -> AsyncIterator[StreamEvent]:
+        """``Client.stream`` for asyncio: ``async for event in client.stream(...)``; ``audio`` may also
+        be an async iterable of byte chunks (a live source)."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import WebSocketException
+
+        chunks, default = _stream_chunks(audio)
+        encoding = encoding or default
+        start = _stream_start(encoding, sample_rate, channels, language=language, task=task, transcript=transcript,
+                              tags=tags, top_k=top_k, threshold=threshold, tag_resolution=tag_resolution,
+                              multilingual=multilingual, prompt=prompt, word_timestamps=word_timestamps,
+                              partials=partials, speech_gate=speech_gate)
+        rate = _bytes_per_second(encoding, sample_rate, channels) if realtime else 0
+        url = self._stream_url
+        try:
+            ws = await connect(url, additional_headers=self._headers, max_size=None, open_timeout=self._open_timeout)
+        except (OSError, WebSocketException) as error:
+            raise EarmarkConnectionError(f"cannot open a stream at {url}: {error}", code="connection_error") from error
+        failed: list[BaseException] = []
+
+        async def source() -> AsyncIterator[bytes]:
+            if chunks is None:
+                async for chunk in audio:  # type: ignore[union-attr]
+                    yield chunk
+            else:
+                for chunk in chunks:
+                    yield chunk
+
+        async def send_all() -> None:
+            try:
+                started, sent = time.monotonic(), 0
+                async for chunk in source():
+                    if rate:
+                        wait = started + sent / rate - time.monotonic()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                    await ws.send(bytes(chunk))
+                    sent += len(chunk)
+                await ws.send(json.dumps({"type": "end"}))
+            except WebSocketException:
+                pass  # the server closed the stream: its error event says why
+            except Exception as error:  # noqa: BLE001 - the caller's audio source failed: end the stream
+                failed.append(error)
+                await ws.close()
+
+        sender: asyncio.Task | None = None
+        try:
+            await ws.send(start)
+            sender = asyncio.create_task(send_all())
+            async for message in ws:
+                event = _stream_event(message)
+                yield event
+                if isinstance(event, StreamDone):
+                    return
+            if failed:
+                raise failed[0]
+            raise _closed_early(None, url)
+        except WebSocketException as error:
+            if failed:
+                raise failed[0] from error
+            raise _closed_early(error, url) from error
+        finally:
+            if sender is not None and not sender.done():
+                sender.cancel()
+            await ws.close()
 
     async def labels(self) -> list[Label]:
         return await self._send(_build_labels())

@@ -37,4 +37,13 @@ class Metrics:
                                 ["reason"], registry=r)
         self.dropped = Counter("earmark_dropped", "queued work dropped, by reason (disconnect, deadline)",
                                ["reason"], registry=r)
+        self.streams_open = Gauge("earmark_streams_open", "live streams open (WebSocket /v1/audio/stream)", registry=r)
+        self.stream_audio_seconds = Counter("earmark_stream_audio_seconds", "seconds of audio received by live streams",
+                                            registry=r)
+        self.stream_partial_latency = Histogram("earmark_stream_partial_latency_seconds",
+                                                "from the arrival of a partial's last audio to the partial being sent",
+                                                buckets=LATENCY_BUCKETS, registry=r)
+        self.stream_final_latency = Histogram("earmark_stream_final_latency_seconds",
+                                              "from the arrival of a final segment's last audio to the segment being sent",
+                                              buckets=LATENCY_BUCKETS, registry=r)
         self.model_ready = Gauge("earmark_model_ready", "1 once the model (and head) are loaded", registry=r)

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
                                                    "(earmark serve); beyond that the connection gets 503 and is "
                                                    "closed; unset: no cap")
 
+    # Live streams (WebSocket /v1/audio/stream)
+    max_streams: int = Field(8, ge=0, description="streams open at once; one more is refused (close code 1013)")
+    stream_idle_timeout: float = Field(30.0, gt=0, description="seconds a stream may send nothing before it is closed")
+    max_stream_duration: float = Field(4 * 3600.0, gt=0, description="seconds of audio one stream may send")
+    max_frame_kb: float = Field(1024.0, gt=0, description="largest message a stream may send, in kB (10^3 bytes)")
+    partial_interval: float = Field(1.0, ge=0.1, description="seconds of new audio between a stream's partial texts")
+
     # Security
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False, description="comma-separated bearer keys; empty: no auth")
     public_health: bool = Field(True, description="/healthz and /readyz answer without an API key")
@@ -93,6 +100,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return int(self.max_frame_kb * 1000)
 
     @property
     def max_buffered_bytes(self) -> int:

@@ -6,6 +6,7 @@ from .labels import LabelSet
 from .onepass import AudioJob, Slice, encode_step
 from .pipeline import EarmarkModel, load_model
 from .results import Segment, SoundEvent, TagLabel, TagResult, TagWindow, TranscriptionResult, Word
+from .stream import AudioFormat, ContainerDecoder, Partial, PcmDecoder, StreamJob, partial_of, stream_transcribe
 from .tagging import TagOptions, steps_per_window
 from .windows import WindowOptions
 from .writers import render
@@ -13,16 +14,21 @@ from .writers import render
 __all__ = [
     "SAMPLE_RATE",
     "AudioError",
-    "AudioTooLongError",
+    "AudioFormat",
     "AudioJob",
+    "AudioTooLongError",
+    "ContainerDecoder",
     "DecodeOptions",
     "EarmarkModel",
     "EmptyAudioError",
     "LabelSet",
+    "Partial",
+    "PcmDecoder",
     "Segment",
     "Share",
     "Slice",
     "SoundEvent",
+    "StreamJob",
     "TagLabel",
     "TagOptions",
     "TagResult",
@@ -35,7 +41,9 @@ __all__ = [
     "encode_step",
     "load_audio",
     "load_model",
+    "partial_of",
     "render",
     "steps_per_window",
+    "stream_transcribe",
 ]
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .audio import AudioError
 from .corpus.cli import add_data_arguments, run_data
 from .pipeline import DEFAULT_TAG_RESOLUTION, load_model
+from .stream_cli import add_stream_arguments, run_stream
 from .train.convert import add_convert_head_arguments, run_convert_head
 from .train.evaluate import add_evaluate_arguments, run_evaluate
 from .train.extract import add_extract_arguments, run_extract
@@ -31,6 +32,8 @@ TRAINING_COMMANDS = {
     "convert-head": ("convert an official Whisper-AT .pth head to safetensors + card", add_convert_head_arguments,
                      run_convert_head),
     "data": ("build the default corpus and train the default heads", add_data_arguments, run_data),
+    "stream": ("live transcript and tags of a file or standard input (-), partial text as it comes",
+               add_stream_arguments, run_stream),
 }
 
 

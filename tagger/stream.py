@@ -265,6 +265,7 @@ class StreamJob(AudioJob):
         self._base = 0
         self._planned = 0  # the end of the last planned window (absolute sample)
         self._emitted_tags = 0
+        self._decoded = self.decoder.segments if self.decoder is not None else []  # the decoder appends here
         self._emitted_segments = 0
 
     # --- audio in ----------------------------------------------------------------------------
@@ -383,7 +384,7 @@ class StreamJob(AudioJob):
         is a copy with its tags and speech gate, as the whole file's result has them."""
         if self.decoder is None:
             return []
-        segments = self.decoder.segments[self._emitted_segments :]
+        segments = self._decoded[self._emitted_segments :]
         if not segments:
             return []
         labels = self.model.head.card.labels if self.model.head is not None else None
@@ -415,9 +416,16 @@ class StreamJob(AudioJob):
         return segment
 
     def result(self) -> TranscriptionResult | TagResult:
+        """The whole result, made on copies of the segments: ``new_segments`` keeps reading the decoder's own."""
         if self.stream is not None:
             self._scored()  # the last tag window scored once, kept with the others
-        return super().result()
+        if self.decoder is None:
+            return super().result()
+        self.decoder.segments = [dataclasses.replace(s, tags=list(s.tags)) for s in self._decoded]
+        try:
+            return super().result()
+        finally:
+            self.decoder.segments = self._decoded
 
     # --- partial text --------------------------------------------------------------------------
 
