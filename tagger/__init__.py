@@ -1,6 +1,16 @@
 """Earmark: transcripts and AudioSet sound tags from one pass of a frozen Whisper encoder."""
 
-from .audio import SAMPLE_RATE, AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError, load_audio
+from .audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioTooLongError,
+    AudioTrackError,
+    DecodedAudio,
+    EmptyAudioError,
+    UndecodableAudioError,
+    decode_audio,
+    load_audio,
+)
 from .decoding import DecodeOptions, Share, decode_together
 from .labels import LabelSet
 from .onepass import AudioJob, Slice, encode_step
@@ -17,8 +27,10 @@ __all__ = [
     "AudioFormat",
     "AudioJob",
     "AudioTooLongError",
+    "AudioTrackError",
     "ContainerDecoder",
     "DecodeOptions",
+    "DecodedAudio",
     "EarmarkModel",
     "EmptyAudioError",
     "LabelSet",
@@ -37,6 +49,7 @@ __all__ = [
     "UndecodableAudioError",
     "WindowOptions",
     "Word",
+    "decode_audio",
     "decode_together",
     "encode_step",
     "load_audio",
