@@ -31,7 +31,7 @@ from speech_fixtures import speech_clips
 
 from service.errors import HTTP_CODES
 from tagger import AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError, load_audio
-from tagger.audio import write_flac
+from tagger.audio import AudioTrackError, write_flac
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 TAGS = "/v1/audio/tags"
@@ -333,7 +333,7 @@ def service_error_codes() -> set[str]:
     bad_request and unavailable call, routing's HTTP codes and the audio errors' codes."""
     position = {"ApiError": 2, "bad_request": 1, "unavailable": 1}
     codes = {"invalid_value"} | set(HTTP_CODES.values())
-    codes |= {kind.code for kind in (AudioError, AudioTooLongError, EmptyAudioError, UndecodableAudioError)}
+    codes |= {kind.code for kind in (AudioError, AudioTooLongError, AudioTrackError, EmptyAudioError, UndecodableAudioError)}
     root = Path(__file__).resolve().parents[1] / "service"
     for path in root.rglob("*.py"):
         if path.name == "client.py":
@@ -537,6 +537,24 @@ def test_the_api_docs_load_nothing_from_elsewhere(server: ServerProcess):
                 assert asset.status_code == 200 and asset.content, source
         script = client.get("/static-offline-docs/swagger-ui-bundle.js")
         assert len(script.content) > 500_000  # the real Swagger UI bundle
+
+
+# --------------------------------------------------------------------------- 8. micro-batching by device
+
+
+def test_a_cpu_server_encodes_one_window_per_call_unless_told(server: ServerProcess):
+    """EARMARK_MAX_BATCH_SIZE is unset here: on a CPU, requests in flight together are not batched."""
+    clips = [wav(tone(5.0, freq=300.0 + 200 * i), 16000) for i in range(3)]  # 15 s: under EARMARK_MAX_AUDIO_HELD
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(client.post(TAGS, files={"file": ("t.wav", clip)}) for clip in clips))
+
+    assert [r.status_code for r in asyncio.run(run())] == [200, 200, 200]
+    metrics = httpx.get(server.url + "/metrics").text
+    calls = float(re.search(r"^earmark_batch_windows_count (\S+)", metrics, re.MULTILINE).group(1))
+    single = float(re.search(r'^earmark_batch_windows_bucket\{le="1\.0"\} (\S+)', metrics, re.MULTILINE).group(1))
+    assert calls >= 3 and single == calls, (single, calls)
 
 
 # --------------------------------------------------------------------------- 7. the client's retries
