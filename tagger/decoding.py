@@ -29,6 +29,7 @@ TOKENS_PER_SECOND = 12  # a window's token budget grows with its length: fast sp
 MIN_TOKENS = 16
 CONTINUATIONS = 3  # rounds of continuing a window whose text stopped early
 UNFINISHED_SECONDS = 1.0  # a window whose text stops this long before its end, over speech, is continued
+SEGMENT_TOKENS = 48  # a continuation keeps one segment: at most this many new tokens (segments are mostly under 25)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,11 @@ class Decoder:
         tokens at the end of each prompt are text to go on from (CTranslate2 returns them too);
         ``go_on``: the text may not end, only its first segment is kept."""
         options = self.options
-        # CTranslate2 stops Whisper well short of max_length (about half of it, measured): give it room
+        # CTranslate2 stops Whisper well short of max_length (about half of it, measured): give it room.
+        # A continuation cannot end (its end token is suppressed) and keeps one segment only, so it
+        # runs to max_length: bound it by one segment's tokens, not the window's budget.
+        if go_on:
+            budgets = [min(b, SEGMENT_TOKENS) for b in budgets]
         max_length = min(MAX_LENGTH, 2 * max(len(p) + b for p, b in zip(prompts, budgets)))
         suppress = [int(t) for t in options.suppress_tokens.split(",")] if options.suppress_tokens else []
         eot = self.tokenizer("en").eot
