@@ -800,23 +800,22 @@ class Client(_Base):
                 ws.close()
 
         sender = threading.Thread(target=send_all, name="earmark-stream-send", daemon=True)
-        try:
-            ws.send(start)
-            sender.start()
-            for message in ws:
-                event = _stream_event(message)
-                yield event
-                if isinstance(event, StreamDone):
-                    return
-            if failed:
-                raise failed[0]
-            raise _closed_early(None, url)
-        except WebSocketException as error:
-            if failed:
-                raise failed[0] from error
-            raise _closed_early(error, url) from error
-        finally:
-            ws.close()
+        with ws:
+            try:
+                ws.send(start)
+                sender.start()
+                for message in ws:
+                    event = _stream_event(message)
+                    yield event
+                    if isinstance(event, StreamDone):
+                        return
+                if failed:
+                    raise failed[0]
+                raise _closed_early(None, url)
+            except WebSocketException as error:
+                if failed:
+                    raise failed[0] from error
+                raise _closed_early(error, url) from error
 
     def labels(self) -> list[Label]:
         return self._send(_build_labels())

@@ -290,7 +290,8 @@ class StreamJob(AudioJob):
             raise ValueError("the stream has ended; no audio may follow")
         samples = np.asarray(samples, np.float32).reshape(-1)
         if self.max_duration is not None and (self.received + len(samples)) / SAMPLE_RATE > self.max_duration:
-            raise AudioTooLongError(f"the stream passed its limit of {self.max_duration:g} s of audio")
+            raise AudioTooLongError(f"the stream passed its limit of {self.max_duration:g} s of audio",
+                                    max_duration=self.max_duration)
         with self._audio_lock:
             if self._size + len(samples) > len(self._data):
                 grown = np.zeros(max(2 * len(self._data), self._size + len(samples)), np.float32)

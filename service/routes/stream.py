@@ -167,8 +167,10 @@ class Session:
 
     def arrival_of(self, seconds: float) -> float | None:
         """When the audio up to ``seconds`` had all come."""
+        if not self.arrivals:
+            return None
         index = bisect.bisect_left(self.arrivals, round(seconds * SAMPLE_RATE))
-        return self.arrival_times[index] if index < len(self.arrival_times) else None
+        return self.arrival_times[min(index, len(self.arrival_times) - 1)]  # times are rounded: the end is the last
 
     def forget_arrivals(self, seconds: float) -> None:
         index = bisect.bisect_left(self.arrivals, round(seconds * SAMPLE_RATE))
