@@ -80,7 +80,8 @@ class TranscriptionForm(TagOptions):
                                              "windows one after another (default: in batches, without that prompt)")
     speech_gate: float | None = Field(0.5, ge=0, le=1, description="segments whose speech probability is below this "
                                       "are flagged no_speech and left out of the text; 'none' keeps all")
-    stream: bool = Field(False, description="not supported; must be false")
+    stream: bool = Field(False, description="true: server-sent events as each window finishes (transcript.text.delta, "
+                         "transcript.tags, transcript.text.done) instead of one answer")
 
     @field_validator("speech_gate", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from ..schemas import ERROR_RESPONSES, TranscriptionForm, TranscriptionJson, Ver
 from ..settings import Settings
 from .deps import MetricsDep, ReadyEngine, SettingsDep, require_api_key
 from .inference import check_tag_resolution, ensure_room, run_job
+from .sse import stream_transcription, whole_stream
 from .upload import missing_file, read_form
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(require_api_key)])
@@ -32,8 +33,6 @@ async def transcribe(request: Request, engine: Engine, settings: Settings, metri
     form = TranscriptionForm.from_fields(upload.fields)
     if upload.file is None:
         raise missing_file(upload)
-    if form.stream:
-        raise bad_request("streaming responses are not supported; leave 'stream' unset", "unsupported_value", "stream")
     model = engine.model
     assert model is not None
     if task == "translate" and not model.is_multilingual:
@@ -49,6 +48,11 @@ async def transcribe(request: Request, engine: Engine, settings: Settings, metri
                            condition_on_previous_text=form.condition_on_previous_text,
                            word_timestamps=form.word_timestamps and form.response_format == "verbose_json")
     tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold) if wants_tags else None
+    if form.stream:  # server-sent events as each window finishes (routes/sse.py)
+        tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold) \
+            if model.head is not None and form.tags is not False else None
+        return await stream_transcription(request, engine, settings, metrics, partial(
+            whole_stream, model, upload.file, decode, tags, settings.max_duration, form.audio_track), task)
     make_job = partial(model.job, upload.file, decode, tags, settings.max_duration, form.audio_track)
     result = await run_job(request, engine, settings, metrics, make_job, task)
     assert isinstance(result, TranscriptionResult)

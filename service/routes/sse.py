@@ -1,0 +1,120 @@
+"""``stream=true`` on ``POST /v1/audio/transcriptions`` and ``/translations``: server-sent events as
+each window finishes, in OpenAI's shapes, so a long upload shows text early.
+
+Events (each one ``data: {json}``): ``transcript.text.delta`` (``delta``: the text of a final
+segment; all deltas joined are the text), ``transcript.tags`` (Earmark's: a finished tag window,
+``start``, ``end``, ``labels``), and last ``transcript.text.done`` (``text``, plus Earmark's
+``duration``, ``language`` and ``segments`` count). A failure after the answer started is a
+``data: {"error": {...}}`` event, as OpenAI sends it.
+
+The upload goes through a ``StreamJob`` fed all of it at once: its windows and its final segments are
+the same as a plain request's, and it says which segments are final as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from tagger import AudioError, DecodeOptions, StreamJob, TagOptions, TranscriptionResult, load_audio
+
+from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped
+from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error, unavailable
+from ..metrics import Metrics
+from ..schemas import TagWindowOut
+from ..settings import Settings
+from .inference import QUEUE_RETRY_AFTER, queue_full
+
+PUMP_SECONDS = 0.05
+
+
+def whole_stream(model, file, options: DecodeOptions, tags: TagOptions | None, max_duration: float | None,
+                 audio_track: int | None = None) -> StreamJob:
+    """An upload as a stream that has ended: decoded, fed at once, every window planned."""
+    samples = load_audio(file, max_duration=max_duration, audio_track=audio_track)
+    job = StreamJob(model, options, tags)
+    job.feed(samples)
+    del samples
+    job.end()
+    return job
+
+
+def event(body: dict) -> bytes:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+
+async def stream_transcription(request: Request, engine: Engine, settings: Settings, metrics: Metrics,
+                               make_job: Callable[[], StreamJob], task: str) -> StreamingResponse:
+    """Decode and queue the upload (errors so far are plain HTTP errors), then answer with events."""
+    assert engine.batcher is not None
+    started = time.perf_counter()
+    deadline = time.monotonic() + settings.request_timeout
+    try:
+        ticket = engine.batcher.reserve()
+    except QueueFull as error:
+        metrics.rejected.labels("queue_full").inc()
+        raise queue_full(error) from None
+    except Stopped:
+        raise unavailable("the server is shutting down", "shutting_down", QUEUE_RETRY_AFTER) from None
+    try:
+        job = await engine.decode(make_job, timeout=deadline - time.monotonic())
+    except AudioError as error:
+        ticket.cancel()
+        raise from_audio_error(error) from None
+    except ValueError as error:
+        ticket.cancel()
+        raise bad_request(str(error)) from None
+    except DeadlineExceeded:
+        ticket.cancel()
+        raise ApiError(504, f"the request took longer than {settings.request_timeout:g} s", "timeout",
+                       type=SERVER_ERROR) from None
+    run = asyncio.create_task(engine.batcher.run(ticket, job, deadline, request.is_disconnected,
+                                                 getattr(request.state, "request_id", None)))
+
+    def ready(first: list[bool]) -> list[bytes]:
+        out = [event({"type": "transcript.tags", **TagWindowOut.of(w).model_dump()}) for w in job.new_tag_windows()]
+        for segment in job.new_segments():
+            if segment.no_speech or not segment.text.strip():
+                continue
+            text = segment.text.lstrip() if first[0] else segment.text
+            first[0] = False
+            out.append(event({"type": "transcript.text.delta", "delta": text}))
+        return out
+
+    async def events() -> AsyncIterator[bytes]:
+        first = [True]
+        try:
+            while not run.done():
+                await asyncio.wait({run}, timeout=PUMP_SECONDS)
+                for chunk in ready(first):
+                    yield chunk
+            try:
+                result = run.result()
+            except DeadlineExceeded:
+                yield event(ApiError(504, f"the request took longer than {settings.request_timeout:g} s", "timeout",
+                                     type=SERVER_ERROR).body())
+                return
+            except (ClientGone, Stopped):
+                return
+            except Exception:  # noqa: BLE001 - after the answer started, an error event is all there is
+                yield event(ApiError(500, "internal server error", "internal_error", type=SERVER_ERROR).body())
+                return
+            for chunk in ready(first):
+                yield chunk
+            assert isinstance(result, TranscriptionResult)
+            metrics.audio_seconds.labels(task).inc(result.duration)
+            if result.duration > 0:
+                metrics.real_time_factor.labels(task).observe((time.perf_counter() - started) / result.duration)
+            yield event({"type": "transcript.text.done", "text": result.text, "language": result.language,
+                         "duration": result.duration, "segments": len(result.segments)})
+        finally:
+            if not run.done():
+                run.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
