@@ -28,7 +28,7 @@ from .batching import Engine
 from .errors import JsonCORSMiddleware, install_error_handlers
 from .guards import UploadGuard
 from .metrics import Metrics
-from .routes import health, models, page, stream, tags, transcriptions
+from .routes import health, models, page, realtime, stream, tags, transcriptions
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.engine = engine
     install_error_handlers(app)
-    for module in (transcriptions, tags, stream, models, health):
+    for module in (transcriptions, tags, stream, realtime, models, health):
         app.include_router(module.router)
     app.include_router(page.router)
     if settings.cors_origins:

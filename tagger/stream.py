@@ -43,6 +43,7 @@ from .audio import (
     UndecodableAudioError,
     _describe,
     _Mono16k,
+    _sanitise,
 )
 from .decoding import DecodeOptions
 from .mel import log_mel
@@ -109,16 +110,13 @@ class PcmDecoder:
         self._rest = b""
         if self._converter is None:
             return np.zeros(0, np.float32)
-        return _joined(self._converter.flush())
+        return _sanitise(_joined(self._converter.flush()))
 
     def _convert(self, values: np.ndarray) -> np.ndarray:
         if self.dtype.kind == "i":
             samples = values.astype(np.float32) / 32768.0
         else:
-            samples = values.astype(np.float32)
-            if not np.isfinite(samples).all():
-                np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-            np.clip(samples, -1.0, 1.0, out=samples)
+            samples = _sanitise(values.astype(np.float32))  # as a decoded file: NaN to 0, clipped to [-1, 1]
         if self._direct or not len(samples):
             return samples
         channels = self.format.channels
@@ -128,7 +126,7 @@ class PcmDecoder:
         frame.sample_rate = self.format.sample_rate
         frame.pts = self._pts
         self._pts += len(samples) // channels
-        return _joined(self._converter.push(frame))
+        return _sanitise(_joined(self._converter.push(frame)))
 
 
 def _joined(chunks: list[np.ndarray]) -> np.ndarray:
@@ -230,10 +228,10 @@ class ContainerDecoder:
             for frame in frames:
                 for chunk in converter.push(frame):
                     decoded += len(chunk)
-                    self._on_samples(chunk.copy())
+                    self._on_samples(_sanitise(chunk.copy()))
         for chunk in converter.flush():
             decoded += len(chunk)
-            self._on_samples(chunk.copy())
+            self._on_samples(_sanitise(chunk.copy()))
         if not decoded:
             raise EmptyAudioError("The stream holds no audio samples.")
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from .audio import _Mono16k
+from .audio import _Mono16k, _sanitise
 from .decoding import DecodeOptions
 from .results import Segment, TagResult, TagWindow
 from .stream import AudioFormat, Partial, PcmDecoder, paced, stream_transcribe
@@ -55,8 +55,10 @@ def container_chunks(source: str | BinaryIO) -> Iterator[np.ndarray]:
         converter = _Mono16k()
         for packet in container.demux(container.streams.audio[0]):
             for frame in packet.decode():
-                yield from converter.push(frame)
-        yield from converter.flush()
+                for chunk in converter.push(frame):
+                    yield _sanitise(chunk.copy())
+        for chunk in converter.flush():
+            yield _sanitise(chunk.copy())
 
 
 class _Prefixed:

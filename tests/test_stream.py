@@ -348,3 +348,62 @@ def test_stream_frames_of_odd_sizes_decode_to_the_same_samples():
     block = np.stack([np.sin(np.arange(8000) / 5), np.sin(np.arange(8000) / 5)], axis=1).astype("<f4").tobytes()
     out = np.concatenate([stereo.push(block[i : i + 999]) for i in range(0, len(block), 999)] + [stereo.flush()])
     assert abs(len(out) - 16000) <= 64 and np.abs(out).max() <= 1.0
+
+
+def test_openai_sdk_stream_true_gets_text_as_each_window_finishes(server, scene, tmp_path):
+    openai = pytest.importorskip("openai")
+    path = tmp_path / "long.flac"
+    write_flac(path, scene[: 45 * 16000])  # two windows
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with open(path, "rb") as f:
+        events = list(client.audio.transcriptions.create(model="whisper-1", file=f, stream=True, language="en"))
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.delta") >= 2
+    assert "transcript.tags" in kinds  # Earmark's tag windows ride along
+    text = "".join(e.delta for e in events if e.type == "transcript.text.delta")
+    assert text == events[-1].text
+    with Client(server.url) as ours:
+        assert ours.transcribe(path, language="en").text == text
+
+
+def test_openai_realtime_transcription_through_the_sdk(server, tmp_path):
+    """The transcription subset of the Realtime API, driven by the openai SDK's own realtime client:
+    24 kHz PCM appended in base64, committed, deltas and the completed transcript back."""
+    openai = pytest.importorskip("openai")
+    import base64
+    import wave
+
+    path, _ = speech_clips()[2]
+    audio = load_audio(path)
+    at_24k = np.interp(np.arange(len(audio) * 3 // 2) / 24000, np.arange(len(audio)) / 16000, audio)
+    pcm = (np.round(at_24k * 32767).clip(-32768, 32767).astype("<i2")).tobytes()
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        assert connection.recv().type in ("session.created", "transcription_session.created")
+        connection.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"model": "whisper-1", "language": "en"},
+            "turn_detection": None}}})
+        assert connection.recv().type == "session.updated"
+        for i in range(0, len(pcm), 4800):
+            connection.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 4800]).decode())
+        connection.input_audio_buffer.commit()
+        events = []
+        for event in connection:
+            events.append(event)
+            assert event.type != "error", event
+            if event.type == "conversation.item.input_audio_transcription.completed":
+                break
+        connection.input_audio_buffer.commit()  # nothing appended since: an error event, the session goes on
+        assert connection.recv().type == "error"
+    kinds = [e.type for e in events]
+    assert kinds[0] == "input_audio_buffer.committed"
+    deltas = [e.delta for e in events if e.type == "conversation.item.input_audio_transcription.delta"]
+    assert deltas and "".join(deltas) == events[-1].transcript
+    wav = tmp_path / "24k.wav"
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(24000)
+        out.writeframes(pcm)
+    with Client(server.url) as ours:
+        assert ours.transcribe(wav, language="en").text == events[-1].transcript
