@@ -6,11 +6,12 @@ A request goes through three stages:
 2. ``Engine.decode()`` runs ``model.job(...)`` (audio decoding + log-mel) in a thread pool.
 3. ``Batcher.run()`` hands the job to the one worker thread and awaits its result.
 
-The worker keeps up to ``max_batch_size`` jobs active (jobs whose encoded windows wait for the text
-decoder, ``decode_batch_size`` of them, are not encoded further and hold no place, so a request's
-memory does not grow with its audio). Each step it takes windows from the active
-jobs in turn (round-robin, each job's next windows in order) until the batch holds
-``max_batch_size`` windows, waiting up to ``max_wait`` seconds for other requests when it has
+The worker keeps up to ``max(max_batch_size, ACTIVE_JOBS)`` jobs active (jobs whose encoded windows
+wait for the text decoder, ``decode_batch_size`` of them, are not encoded further and hold no place,
+so a request's memory does not grow with its audio): with one window per encoder call (a CPU), a
+long upload still takes turns with the others rather than holding the encoder to its end. Each
+step it takes windows from the active jobs in turn (round-robin, each job's next windows in
+order) until the batch holds ``max_batch_size`` windows, waiting up to ``max_wait`` seconds for other requests when it has
 fewer; runs the encoder once over the whole batch (``tagger.encode_step``); then hands each job its
 slice, which goes through the tagging head at once. Text decoding never runs on this thread: the
 encoded windows wait for the text-decoding thread, which takes waiting windows of every request in
@@ -46,6 +47,7 @@ log = logging.getLogger("service.batching")
 
 T = TypeVar("T")
 POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
+ACTIVE_JOBS = 8  # requests encoded in turn, however few windows one encoder call takes
 
 
 class QueueFull(Exception):
@@ -259,9 +261,9 @@ class Batcher:
             work.settle(error=Stopped("the server is shutting down"))
 
     def _admit(self, active: list[Work]) -> None:
-        """Move queued work into the active set, up to one job per batch slot (lock held); jobs that
-        wait for the text decoder hold no slot."""
-        while self._pending and sum(self._encodable(work) for work in active) < self.max_batch_size:
+        """Move queued work into the active set, up to one job per batch slot and at least
+        ``ACTIVE_JOBS`` (lock held); jobs that wait for the text decoder hold no slot."""
+        while self._pending and sum(self._encodable(work) for work in active) < max(self.max_batch_size, ACTIVE_JOBS):
             active.append(self._pending.popleft())
         self.metrics.queue_depth.set(self.depth)
 

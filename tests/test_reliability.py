@@ -557,6 +557,33 @@ def test_a_cpu_server_encodes_one_window_per_call_unless_told(server: ServerProc
     assert calls >= 3 and single == calls, (single, calls)
 
 
+def test_a_long_upload_takes_turns_with_short_ones_when_batching_is_off():
+    """One window per encoder call (a CPU's default) must not mean one request at a time: a short
+    tags-only request sent while a 10-minute one is being encoded is answered before it."""
+    noise = (np.random.default_rng(0).standard_normal((600 * 16000, 1)) * 0.05).astype(np.float32)
+    long, short = wav(noise, 16000), wav(tone(5.0), 16000)
+    with server_process({"EARMARK_MODEL": "tiny.en", "EARMARK_DEVICE": "cpu"}) as server:
+        answered: dict[str, tuple[int, float]] = {}
+
+        def send(name: str, data: bytes) -> None:
+            response = httpx.post(server.url + TAGS, files={"file": (f"{name}.wav", data)}, timeout=600)
+            answered[name] = (response.status_code, time.monotonic())
+
+        thread = threading.Thread(target=send, args=("long", long))
+        thread.start()
+        end = time.monotonic() + 300
+        while time.monotonic() < end:  # until two of the long upload's 20 windows are encoded
+            metrics = httpx.get(server.url + "/metrics").text
+            calls = re.search(r"^earmark_batch_windows_count (\S+)", metrics, re.MULTILINE)
+            if calls and float(calls.group(1)) >= 2:
+                break
+            time.sleep(0.2)
+        send("short", short)
+        thread.join()
+    assert answered["long"][0] == answered["short"][0] == 200, answered
+    assert answered["short"][1] < answered["long"][1], "the short request waited for the long one to be encoded"
+
+
 # --------------------------------------------------------------------------- 7. the client's retries
 
 
