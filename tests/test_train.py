@@ -38,6 +38,7 @@ from tagger.train.trainer import (
     BatchMaker,
     TrainConfig,
     add_train_arguments,
+    init_output_bias,
     plan_epoch,
     run_train,
     sample_weights,
@@ -150,6 +151,25 @@ def test_balanced_sampling_weights_follow_the_reference():
     np.testing.assert_allclose(np.bincount(draws, minlength=5) / 1000, w / w.sum(), atol=0.05)
     unbalanced = plan_epoch(quick(batch_size=4, balanced=False), 1, 5, None).clip
     assert sorted(unbalanced[:5]) == list(range(5))  # a permutation: every clip once
+
+
+@pytest.mark.parametrize("head_type", ["wa_mlp", "tl_tr", "linear"])
+def test_a_new_head_starts_at_the_targets_prior(head_type):
+    """Each class starts at its frequency in the training targets, not at probability 0.5."""
+    targets = np.zeros((100, 5), np.float32)
+    targets[:50, 0], targets[:2, 1], targets[:, 2] = 1, 1, 0.25  # 0.5, 0.02, a soft 0.25, then never
+    head = create_head(head_type, 2, 64, 5)
+    init_output_bias(head, targets, multi_label=True)
+    x = torch.zeros(1, 2, 3, 64)
+    with torch.no_grad():
+        # inputs of zero (the LayerNorm's output is then its bias, zero at init): the bias alone speaks
+        probs = torch.sigmoid(head(x)).numpy()[0] if head_type != "tl_tr" else None
+    bias = [m for m in head.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 5][-1].bias
+    np.testing.assert_allclose(torch.sigmoid(bias).detach().numpy(), [0.5, 0.02, 0.25, 1e-4, 1e-4], rtol=1e-3)
+    if probs is not None:
+        np.testing.assert_allclose(probs, [0.5, 0.02, 0.25, 1e-4, 1e-4], rtol=1e-3)
+    init_output_bias(head, np.eye(5)[[0, 0, 0, 1]], multi_label=False)  # softmax: log frequencies
+    np.testing.assert_allclose(torch.softmax(bias, 0).detach().numpy()[:2] / 0.9996, [0.75, 0.25], atol=1e-3)
 
 
 def test_targets_mixup_masking_and_windows():

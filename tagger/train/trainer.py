@@ -130,6 +130,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear lr warm-up over this many optimizer steps
     schedule: str = "step"  # "step": x lr_decay every lr_decay_every epochs from lr_decay_start; "cosine": to 0
     early_stop: int = 0  # stop after this many epochs without a better dev metric; 0: off
+    prior_bias: bool = True  # start the output bias at the targets' prior (``init_output_bias``), not 0
     # distillation (data with the teacher's probabilities, ``--teacher-labels``)
     hard_weight: float = 0.3  # weight of the data's own labels against the teacher's, where it has them
     teacher_threshold: float = 0.5  # teacher probability counted as present (dev metrics, balanced sampling)
@@ -147,7 +148,7 @@ class TrainConfig:
     RESULT_FIELDS = ("head_type", "epochs", "batch_size", "lr", "lr_decay", "lr_decay_every", "lr_decay_start",
                      "betas", "weight_decay", "balanced", "mixup", "mixup_alpha", "label_smoothing", "time_mask",
                      "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold",
-                     "epoch_steps", "warmup_steps", "schedule", "early_stop")
+                     "epoch_steps", "warmup_steps", "schedule", "early_stop", "prior_bias")
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -219,6 +220,19 @@ def sample_weights(targets: np.ndarray, soft: bool = False) -> np.ndarray:
     if soft:
         weights = 0.5 * weights / weights.sum() + 0.5 / len(weights)
     return weights
+
+
+def init_output_bias(module: Head, targets: np.ndarray, multi_label: bool) -> None:
+    """Start the output layer's bias at the training targets' prior: each class's log-odds of its
+    mean target (multi-label), or its log frequency (single-label). A zero bias starts every class
+    at probability 0.5; with hundreds of classes that are nearly always absent (AudioSet's 527, a
+    teacher's soft labels) the first thousand steps then go to learning only that, and the
+    reference recipe's step count on a small set ends before the features are used at all."""
+    output = [m for m in module.modules() if isinstance(m, nn.Linear) and m.out_features == module.n_classes][-1]
+    prior = np.clip(np.asarray(targets, np.float64).mean(axis=0), 1e-4, 1 - 1e-4)
+    bias = np.log(prior / (1 - prior)) if multi_label else np.log(prior)
+    with torch.no_grad():
+        output.bias.copy_(torch.as_tensor(bias, dtype=output.bias.dtype))
 
 
 @dataclass
@@ -620,6 +634,8 @@ def train_head(
     soft = soft_targets is not None
     weights = sample_weights(train.targets(), soft) if config.balanced else None
     maker = BatchMaker(features, soft_targets() if soft else train.targets(), config, multi_label, device, soft)
+    if config.prior_bias and first_epoch == 1:
+        init_output_bias(module, maker.targets, multi_label)
     dev_features = [dev.features(i) for i in range(len(dev))] if dev is not None and main else None
     per_rank = config.batch_size // world
     progress = config.progress
@@ -825,6 +841,8 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
     g.add_argument("--early-stop", type=int, default=None, metavar="EVALUATIONS",
                    help="stop when the dev metric has not improved for this many epochs (0: off, the reference; "
                         "auto with --dev: a quarter of the evaluations, at least 5)")
+    g.add_argument("--zero-bias", action="store_true",
+                   help="start the output bias at 0 as the reference does (default: at the targets' prior)")
     g.add_argument("--lr-decay", type=float, default=d.lr_decay, help=f"lr factor (default: {d.lr_decay})")
     g.add_argument("--lr-decay-every", type=int, default=d.lr_decay_every,
                    help=f"epochs between lr decays (default: {d.lr_decay_every})")
@@ -895,7 +913,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         head_type=_given(args, "head_type", d.head_type), epochs=_given(args, "epochs", d.epochs), batch_size=args.batch_size,
         lr=_given(args, "lr", d.lr), lr_decay=args.lr_decay,
         warmup_steps=_given(args, "warmup_steps", d.warmup_steps), schedule=_given(args, "schedule", d.schedule),
-        early_stop=_given(args, "early_stop", d.early_stop),
+        early_stop=_given(args, "early_stop", d.early_stop), prior_bias=not getattr(args, "zero_bias", False),
         lr_decay_every=args.lr_decay_every, lr_decay_start=args.lr_decay_start, betas=tuple(args.adam_betas),
         weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing, time_mask=args.time_mask, window=args.window, bf16=args.bf16,
