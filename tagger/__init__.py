@@ -1,5 +1,15 @@
 """Earmark: transcripts and AudioSet sound tags from one pass of a frozen Whisper encoder."""
 
+import os
+
+# OpenMP threads that spin while they wait (the default of torch's and CTranslate2's runtimes) steal
+# the CPU from the process's other threads, and the service runs the encoder and the text decoder on
+# two threads at once: on a busy 2-core machine a 20 s upload took 16 s and 165 s to transcribe with
+# spinning, 5.0 s and 6.7 s with passive waiting (offline transcribe: no slower). Set before torch
+# loads; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KMP_BLOCKTIME", "0")
+
 from .audio import (
     SAMPLE_RATE,
     AudioError,
