@@ -8,6 +8,7 @@ WebSocket streams at once (``service.client.AsyncClient.stream``). Each stream s
 another recording) as 16-bit PCM in 100 ms messages, paced at real time. With ``--uploads N``,
 N clients post a 10 s clip to ``/v1/audio/transcriptions`` in a loop meanwhile.
 
+Before measuring, one 20 s upload and one 5 s stream warm the server up (not counted).
 Latency of an event: the time it arrives minus the time the last audio it covers was sent
 (a partial covers up to its ``end``, a final segment up to its ``end``). Reported per run: partial
 and final latency p50 and p95, the final latency of the first and the last third of the stream
@@ -104,7 +105,11 @@ async def run(url: str, streams: int, seconds: float, uploads: int, language: st
 
     audio = [speech(seconds, 3 * i) for i in range(streams)]
     stop, counts = asyncio.Event(), {"ok": 0, "failed": 0}
-    wav = speech_clip(10.0)[0] if uploads else b""
+    wav = speech_clip(10.0)[0]
+    async with AsyncClient(url, timeout=None) as client:  # warm-up, not measured: a fresh server's first calls are slow
+        await client.transcribe(speech_clip(20.0)[0], language="en")
+        async for _ in client.stream([audio[0][: 5 * 2 * SAMPLE_RATE]], language="en"):
+            pass
     workers = [asyncio.create_task(uploader(url, wav, stop, counts)) for _ in range(uploads)]
     results = await asyncio.gather(*(one_stream(url, pcm, language) for pcm in audio))
     stop.set()
