@@ -18,7 +18,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from .audio import _Mono16k, _sanitise
+from .audio import AudioError, _Mono16k, _sanitise
 from .decoding import DecodeOptions
 from .results import Segment, TagResult, TagWindow
 from .stream import AudioFormat, Partial, PcmDecoder, paced, stream_transcribe
@@ -104,7 +104,11 @@ def clock(seconds: float) -> str:
 def run_stream(args: argparse.Namespace) -> int:
     from .pipeline import load_model
 
-    model = load_model(args.model, head=None if args.head.lower() == "none" else args.head, device=args.device)
+    try:
+        model = load_model(args.model, head=None if args.head.lower() == "none" else args.head, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"earmark stream: {error}", file=sys.stderr)
+        return 2
     options = DecodeOptions(task=args.task, language=args.language)
     tags = None if args.no_tags or model.head is None else TagOptions(args.tag_resolution, top_k=args.top_k)
     if args.file == "-":
@@ -117,9 +121,18 @@ def run_stream(args: argparse.Namespace) -> int:
         chunks = container_chunks(str(path))
     if args.realtime:
         chunks = paced(chunks)
+    try:
+        return show(stream_transcribe(model, chunks, options, tags, partials=not args.no_partials))
+    except (AudioError, av.error.FFmpegError, ValueError) as error:
+        print(f"earmark stream: {args.file}: {error}", file=sys.stderr)
+        return 1
+
+
+def show(events) -> int:
+    """Partials on standard error, final segments on standard output, as they come."""
     terminal = sys.stderr.isatty()
     shown = False
-    for event in stream_transcribe(model, chunks, options, tags, partials=not args.no_partials):
+    for event in events:
         if isinstance(event, Partial):
             if terminal:
                 sys.stderr.write(f"\r\x1b[K~ {event.text.strip()[-150:]}")
