@@ -407,3 +407,14 @@ def test_openai_realtime_transcription_through_the_sdk(server, tmp_path):
         out.writeframes(pcm)
     with Client(server.url) as ours:
         assert ours.transcribe(wav, language="en").text == events[-1].transcript
+
+
+def test_a_tags_only_stream_equals_tag(server, model, scene):
+    audio = scene[: 35 * 16000]
+    data = pcm_bytes(audio)
+    with Client(server.url) as client:
+        events = list(client.stream((data[i : i + 4013] for i in range(0, len(data), 4013)), transcript=False))
+    assert not [e for e in events if isinstance(e, (StreamSegment, StreamPartial))]
+    whole = model.tag(audio)
+    assert_same_tags([e for e in events if isinstance(e, StreamTags)], whole.tags)
+    assert_same_tags(events[-1].result.tags, whole.tags)
