@@ -247,9 +247,18 @@ async def realtime(websocket: WebSocket) -> None:
         await session.error("the model is still loading", "model_loading", kind="server_error")
         await websocket.close(1013, "model_loading")
         return
+    open_now = getattr(state, "streams_open", 0)
+    if open_now >= settings.max_streams:  # a realtime session is a stream: the same limit
+        state.metrics.rejected.labels("too_many_streams").inc()
+        await session.error(f"{open_now} streams are open, the most this server takes; retry later",
+                            "too_many_streams", kind="server_error")
+        await websocket.close(1013, "too_many_streams")
+        return
+    state.streams_open = open_now + 1
+    state.metrics.streams_open.inc()
     kind = "transcription_session.created" if websocket.query_params.get("intent") == "transcription" else "session.created"
-    await session.send({"type": kind, "session": session.session()})
     try:
+        await session.send({"type": kind, "session": session.session()})
         while True:
             try:
                 message = await asyncio.wait_for(websocket.receive(), settings.stream_idle_timeout)
@@ -287,3 +296,5 @@ async def realtime(websocket: WebSocket) -> None:
             log.error("a realtime session failed: %s", failure, exc_info=failure)
     finally:
         session.close()
+        state.streams_open = getattr(state, "streams_open", 1) - 1
+        state.metrics.streams_open.dec()
