@@ -16,7 +16,7 @@ and final latency p50 and p95, the final latency of the first and the last third
 kept up: final lag in the last third no more than ``--lag-slack`` s above the first third, and
 ``done`` within a window's time (30 s) of the end.
 
-Run:  .venv/bin/python bench/bench_stream.py --models tiny.en,base --streams 1,2,4,6 --seconds 120
+Run:  .venv/bin/python bench/bench_stream.py --models tiny.en,base --streams 1,2,4,6 --seconds 120  # at most 130
       .venv/bin/python bench/bench_stream.py --models tiny.en --streams 4 --uploads 2
       .venv/bin/python bench/bench_stream.py --models tiny.en --streams 1 --seconds 20   # a short check
 """
@@ -41,13 +41,17 @@ from service.client import AsyncClient, StreamDone, StreamPartial, StreamSegment
 
 SAMPLE_RATE = 16000
 FRAME = 3200  # bytes per message: 100 ms of 16 kHz s16 mono
+FIXTURE_SECONDS = 130.0  # distinct speech the fixtures hold (135.7 s): the longest stream
 
 
 def speech(seconds: float, offset: int) -> bytes:
     """``seconds`` of distinct real speech as 16-bit PCM, starting ``offset`` recordings in."""
     from speech_fixtures import long_speech
 
-    audio, spans = long_speech(seconds + 60.0)
+    audio, spans = long_speech(min(seconds + 60.0, FIXTURE_SECONDS))
+    if seconds * SAMPLE_RATE > len(audio):
+        raise SystemExit(f"the speech fixtures hold {len(audio) / SAMPLE_RATE:.0f} s of distinct recordings; "
+                         f"--seconds {seconds:g} is more (a repeated clip would trip Whisper's fallback)")
     start = round(spans[offset % len(spans)][0] * SAMPLE_RATE)
     audio = np.concatenate([audio[start:], audio[:start]])[: round(seconds * SAMPLE_RATE)]
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
