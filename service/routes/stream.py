@@ -352,6 +352,7 @@ class Session:
             if not (self.start and self.start.word_timestamps):
                 body.pop("words", None)
             await self.send({"type": "segment", **body})
+            self.forget_arrivals(segment.start)
 
     def maybe_partial(self) -> None:
         job, start = self.job, self.start
