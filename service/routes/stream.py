@@ -343,7 +343,8 @@ class Session:
         assert job is not None
         for window in job.new_tag_windows():
             await self.send({"type": "tags", **TagWindowOut.of(window).model_dump()})
-            self.forget_arrivals(window.start)
+            if job.decoder is None:  # with a transcript, segments (decoded later) still need these times
+                self.forget_arrivals(window.start)
         for segment in job.new_segments():
             arrived = self.arrival_of(segment.end)
             if arrived is not None:
