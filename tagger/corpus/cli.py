@@ -54,8 +54,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     distil.add_argument("--models", default="tiny.en,base", help="comma-separated Whisper models (default: tiny.en,base)")
     distil.add_argument("--heads", default="tl_tr", help=f"comma-separated head types of {', '.join(HEAD_TYPES)}")
     distil.add_argument("--install", default=None, help="copy this head type's heads into tagger/data/heads")
-    distil.add_argument("--epochs", type=int, default=40)
-    distil.add_argument("--lr", type=float, default=5e-4, help="learning rate (default: 5e-4)")
+    distil.add_argument("--steps", type=int, default=3000, help="optimizer steps per head (default: 3000)")
+    distil.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     distil.add_argument("--window", type=float, default=10.0, help="training window in seconds (default: 10)")
     distil.add_argument("--hard-weight", type=float, default=0.3,
                         help="weight of the pieces' own labels against the teacher's, where they have them (default: 0.3)")
@@ -131,16 +131,14 @@ def run_data(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "distil-default":
         from ..train.teacher import DEFAULT_TEACHER
-        from ..train.trainer import TrainConfig
-        from .distil import distil_defaults
+        from .distil import distil_config, distil_defaults
 
         heads = [h.strip() for h in args.heads.split(",") if h.strip()]
         if any(h not in HEAD_TYPES for h in heads) or (args.install and args.install not in heads):
             print(f"earmark data distil-default: unknown head type in {args.heads!r} or --install", file=sys.stderr)
             return 2
-        config = TrainConfig(epochs=args.epochs, lr=args.lr, window=args.window, bf16=args.bf16, progress=False,
-                             lr_decay_start=args.epochs // 2, lr_decay_every=max(1, round(args.epochs / 6)),
-                             hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold, label_smoothing=0.0)
+        config = distil_config(args.steps, args.lr, window=args.window, bf16=args.bf16, hard_weight=args.hard_weight,
+                               teacher_threshold=args.teacher_threshold)
         distil_defaults(args.pool, args.corpus, args.work, args.teacher or DEFAULT_TEACHER,
                         [m.strip() for m in args.models.split(",")], heads, config, args.install,
                         extract_bf16=args.extract_bf16, with_corpus=args.with_corpus)

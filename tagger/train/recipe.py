@@ -25,7 +25,8 @@ head is still learning when it stops. ``--recipe auto`` keeps the reference for 
 - **Early stopping** on ``--dev`` after a quarter of the evaluations without improvement (at least
   5).
 - **Balanced sampling** as the reference (class weight 1000 / (count + 0.01)), over the head's own
-  classes: with few classes every class is drawn about equally often.
+  classes: with few classes every class is drawn about equally often. Distillation (``--teacher-labels``)
+  samples uniformly: the teacher gives every clip a probability for every class.
 
 Given options always win: ``--epochs`` keeps the schedule in epochs (no early stopping unless
 ``--early-stop``), ``--lr`` keeps the learning rate (no warm-up unless ``--warmup-steps``).
@@ -194,7 +195,11 @@ def choose_recipe(args: argparse.Namespace, train: TrainData, *, teacher: bool =
             changes["warmup_steps"] = max(1, total // 10)
             notes.append(f"warm-up: {changes['warmup_steps']} steps (a tenth), then a "
                          f"{changes.get('schedule', config.schedule)} decay")
-    if config.balanced:
+    if teacher and config.balanced:
+        changes["balanced"] = False
+        notes.append("uniform sampling: the teacher gives every clip a probability for every class, so no class is "
+                     "rare in the targets (balanced sampling lowered dev mAP here)")
+    elif config.balanced:
         notes.append("balanced sampling: class weight 1000 / (count + 0.01) over the head's classes")
     return Recipe(name, replace(config, **changes), tuple(notes), columns, multi_label)
 
