@@ -102,6 +102,16 @@ def test_a_stream_ends_equal_to_the_whole_file(model, scene, offline, frame):
     assert any("Music" in {t.name for t in w.labels} for w in result.tags)  # the sounds are in it
 
 
+def test_a_stream_carries_the_previous_text_as_the_prompt_when_asked(model, scene):
+    audio = scene[: 65 * 16000]
+    options = DecodeOptions(language="en", condition_on_previous_text=True)
+    chunks = (audio[i : i + 4013] for i in range(0, len(audio), 4013))
+    result = list(stream_transcribe(model, chunks, options, None, partials=False))[-1]
+    offline = model.transcribe(audio, language="en", condition_on_previous_text=True, tags=False)
+    assert len(offline.segments) > 5 and result.text == offline.text
+    assert_same_segments(result.segments, offline.segments)
+
+
 def test_a_stream_holds_at_most_two_windows_of_audio(model, scene):
     """Samples are dropped once encoded: what the job holds does not grow with the stream."""
     job = StreamJob(model, None, TagOptions())
