@@ -240,7 +240,8 @@ def table(cache: Path) -> str:
                                                                     order.get(kv[0][1], 9))):
         r = runs.get("cpu") or next(iter(runs.values()))
         scored = "" if r["device"] == "cpu" else f" ({r['device']})"
-        times = " | ".join(f"{runs[d]['train_seconds']:.0f} s" if d in runs else "-" for d in devices)
+        times = " | ".join(f"{runs[d]['train_seconds']:.0f} s (load {runs[d]['load_average']:.1f})" if d in runs else "-"
+                           for d in devices)
         lines.append(f"| {model} | `{head}`{' (the auto default)' if head == 'wa_mlp' else ''} | "
                      f"{r['test_mAP']:.3f}{scored} | {r['test_accuracy']:.3f}{scored} | {times} | "
                      f"{r['steps']:,} of {r['planned_steps']:,} | {r['parameters']:,} |")
