@@ -21,6 +21,24 @@ DEFAULT_TAG_RESOLUTION = 10.0
 # --- requests (multipart form fields; the file travels beside them) ---------------------------
 
 
+def language_code(value: object) -> object:
+    """A language as Whisper's code: a code or an English name, any case (other types pass through)."""
+    if not isinstance(value, str):
+        return value
+    key = value.strip().lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise ValueError(f"unknown language {value!r}; use an ISO-639-1 code such as en, de, fr")
+
+
+def fallback_temperatures(temperature: float) -> tuple[float, ...]:
+    """OpenAI's ``temperature=0`` means Whisper's fallback schedule; ``t`` means t, t + 0.2, ... up to 1."""
+    steps = round((1.0 - temperature) / 0.2)
+    return tuple(round(min(1.0, temperature + 0.2 * i), 3) for i in range(steps + 1))
+
+
 class FormModel(BaseModel):
     """Form fields arrive as strings; unknown fields are ignored, as OpenAI clients send extras."""
 
@@ -91,20 +109,11 @@ class TranscriptionForm(TagOptions):
     @field_validator("language", mode="before")
     @classmethod
     def _language_code(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        key = value.strip().lower()
-        if key in LANGUAGES:
-            return key
-        if key in TO_LANGUAGE_CODE:
-            return TO_LANGUAGE_CODE[key]
-        raise ValueError(f"unknown language {value!r}; use an ISO-639-1 code such as en, de, fr")
+        return language_code(value)
 
     @property
     def temperatures(self) -> tuple[float, ...]:
-        """OpenAI's ``temperature=0`` means Whisper's fallback schedule; ``t`` means t, t + 0.2, ... up to 1."""
-        steps = round((1.0 - self.temperature) / 0.2)
-        return tuple(round(min(1.0, self.temperature + 0.2 * i), 3) for i in range(steps + 1))
+        return fallback_temperatures(self.temperature)
 
     @property
     def word_timestamps(self) -> bool:

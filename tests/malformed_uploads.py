@@ -176,7 +176,7 @@ def build_cases() -> list[Case]:
         upload("unknown language", 400, one_second, language="klingon"),
         upload("unknown timestamp granularity", 400, one_second, **{"timestamp_granularities[]": "char"}),
         upload("tags is not a boolean", 400, one_second, tags="maybe"),
-        upload("stream requested", 400, one_second, stream="true"),
+        upload("stream is not a boolean", 400, one_second, stream="maybe"),
         hand_built("binary bytes in a text field", 400, [("file", "a.wav", one_second), ("prompt", None, b"\xff\xfe\x00bad")]),
         hand_built("two files", 400, [("file", "a.wav", one_second), ("file", "b.wav", one_second)]),
         hand_built("huge text field", 400, [("file", "a.wav", one_second), ("prompt", None, b"word " * 40_000)]),

@@ -23,7 +23,6 @@ from typing import Literal
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.websockets import WebSocketState
-from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 
 from tagger import (
     SAMPLE_RATE,
@@ -42,7 +41,14 @@ from tagger import (
 from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped
 from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error
 from ..metrics import Metrics
-from ..schemas import SegmentOut, TagsResponse, TagWindowOut, VerboseTranscription
+from ..schemas import (
+    SegmentOut,
+    TagsResponse,
+    TagWindowOut,
+    VerboseTranscription,
+    fallback_temperatures,
+    language_code,
+)
 from ..settings import Settings
 from .deps import key_matches
 
@@ -88,19 +94,11 @@ class StreamStart(BaseModel):
     @field_validator("language", mode="before")
     @classmethod
     def _language_code(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        key = value.strip().lower()
-        if key in LANGUAGES:
-            return key
-        if key in TO_LANGUAGE_CODE:
-            return TO_LANGUAGE_CODE[key]
-        raise ValueError(f"unknown language {value!r}; use an ISO-639-1 code such as en, de, fr")
+        return language_code(value)
 
     @property
     def temperatures(self) -> tuple[float, ...]:
-        steps = round((1.0 - self.temperature) / 0.2)
-        return tuple(round(min(1.0, self.temperature + 0.2 * i), 3) for i in range(steps + 1))
+        return fallback_temperatures(self.temperature)
 
 
 class Closed(Exception):
