@@ -10,7 +10,7 @@ from fastapi import Request
 
 from tagger import AudioError, AudioJob, LabelSet, TagResult, steps_per_window
 
-from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped
+from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped, Ticket
 from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error, unavailable
 from ..metrics import Metrics
 from ..settings import Settings
@@ -54,6 +54,17 @@ def check_labels(labels: LabelSet | None, names: list[str], param: str) -> None:
         raise bad_request(str(message), "unknown_label", param) from None
 
 
+def reserve(engine: Engine, metrics: Metrics) -> Ticket:
+    """A place in the batcher's queue, or the 503 that says why there is none."""
+    try:
+        return engine.batcher.reserve()
+    except QueueFull as error:
+        metrics.rejected.labels("queue_full").inc()
+        raise queue_full(error) from None
+    except Stopped:
+        raise unavailable("the server is shutting down", "shutting_down", QUEUE_RETRY_AFTER) from None
+
+
 async def run_job(request: Request, engine: Engine, settings: Settings, metrics: Metrics,
                   make_job: Callable[[], AudioJob], task: str) -> TagResult:
     """Decode the upload (``make_job`` runs in the decode pool), queue it, and wait for the result."""
@@ -61,13 +72,7 @@ async def run_job(request: Request, engine: Engine, settings: Settings, metrics:
     started = time.perf_counter()
     deadline = time.monotonic() + settings.request_timeout
     held = 0.0  # seconds of decoded audio this request holds
-    try:
-        ticket = engine.batcher.reserve()
-    except QueueFull as error:
-        metrics.rejected.labels("queue_full").inc()
-        raise queue_full(error) from None
-    except Stopped:
-        raise unavailable("the server is shutting down", "shutting_down", QUEUE_RETRY_AFTER) from None
+    ticket = reserve(engine, metrics)
     try:
         try:
             job = await engine.decode(make_job, timeout=deadline - time.monotonic())

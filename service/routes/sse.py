@@ -23,12 +23,12 @@ from fastapi.responses import StreamingResponse
 
 from tagger import AudioError, DecodeOptions, StreamJob, TagOptions, TranscriptionResult, load_audio
 
-from ..batching import ClientGone, DeadlineExceeded, Engine, QueueFull, Stopped
-from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error, unavailable
+from ..batching import ClientGone, DeadlineExceeded, Engine, Stopped
+from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error
 from ..metrics import Metrics
 from ..schemas import TagWindowOut
 from ..settings import Settings
-from .inference import QUEUE_RETRY_AFTER, queue_full
+from .inference import reserve
 
 PUMP_SECONDS = 0.05
 
@@ -54,13 +54,7 @@ async def stream_transcription(request: Request, engine: Engine, settings: Setti
     assert engine.batcher is not None
     started = time.perf_counter()
     deadline = time.monotonic() + settings.request_timeout
-    try:
-        ticket = engine.batcher.reserve()
-    except QueueFull as error:
-        metrics.rejected.labels("queue_full").inc()
-        raise queue_full(error) from None
-    except Stopped:
-        raise unavailable("the server is shutting down", "shutting_down", QUEUE_RETRY_AFTER) from None
+    ticket = reserve(engine, metrics)
     try:
         job = await engine.decode(make_job, timeout=deadline - time.monotonic())
     except AudioError as error:
