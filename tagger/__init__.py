@@ -13,6 +13,7 @@ os.environ.setdefault("KMP_BLOCKTIME", "0")
 from .audio import (
     SAMPLE_RATE,
     AudioError,
+    AudioReader,
     AudioTooLongError,
     AudioTrackError,
     DecodedAudio,
@@ -34,6 +35,7 @@ from .writers import render
 __all__ = [
     "SAMPLE_RATE",
     "AudioError",
+    "AudioReader",
     "AudioFormat",
     "AudioJob",
     "AudioTooLongError",

@@ -22,6 +22,7 @@ import contextlib
 import io
 import math
 import os
+from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
 import av
@@ -32,6 +33,7 @@ import numpy as np
 __all__ = [
     "SAMPLE_RATE",
     "AudioError",
+    "AudioReader",
     "AudioSource",
     "AudioTooLongError",
     "AudioTrackError",
@@ -163,44 +165,229 @@ def load_audio(source: AudioSource, *, max_duration: float | None = None, audio_
 def decode_audio(source: AudioSource, *, max_duration: float | None = None, audio_track: int | None = None
                  ) -> DecodedAudio:
     """``load_audio``, and a note that says which audio track was used when the source has several."""
-    if audio_track is not None:
-        if isinstance(audio_track, bool) or not isinstance(audio_track, (int, np.integer)) or audio_track < 1:
-            raise AudioTrackError(f"audio_track counts a file's audio tracks from 1; {audio_track!r} is not one")
-        audio_track = int(audio_track)
-    if max_duration is not None:
-        max_duration = float(max_duration)
-        if not max_duration > 0:  # also NaN
-            raise ValueError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
-        if math.isinf(max_duration):
-            max_duration = None
+    reader = AudioReader(source, max_duration=max_duration, audio_track=audio_track)
+    if reader.array is not None:
+        return DecodedAudio(reader.array)
+    output = _Output(reader.expected, reader.limit)
+    for chunk in reader:
+        output.add(chunk)
+    return DecodedAudio(output.result(), reader.note)
 
-    if isinstance(source, np.ndarray):
-        if audio_track not in (None, 1):
-            raise AudioTrackError(f"audio_track={audio_track} was asked for, and a numpy array holds one track")
-        return DecodedAudio(_from_array(source, max_duration))
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if isinstance(source, memoryview) and not source.contiguous:
-            source = source.tobytes()
-        if memoryview(source).nbytes == 0:
-            raise EmptyAudioError("The audio is empty: zero bytes were given.")
-        return _decode(io.BytesIO(source), "the audio bytes", max_duration, audio_track)
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        return _decode_path(path, max_duration, audio_track)
-    if hasattr(source, "read"):
-        return _decode_file_object(source, max_duration, audio_track)
-    raise TypeError(
-        "load_audio() takes a path, bytes, a binary file object or a numpy array of samples, "
-        f"not {type(source).__name__}"
-    )
+
+class AudioReader:
+    """A source decoded piece by piece, so that long audio need not be held whole.
+
+    Iterate for 16 kHz mono float32 chunks in order (a decoded frame or a few: milliseconds to a
+    second), or ``read(seconds)`` for pieces of a chosen length. The sources, checks and errors are
+    ``load_audio``'s: what the container shows up front (not audio, no audio track, a declared
+    length over ``max_duration``) raises here, what only decoding shows (the limit passed by a file
+    that declares no length, nothing decodable at all) raises during the iteration. ``note`` says
+    which audio track was used once the first chunk came (None for a file with one track);
+    ``declared`` is the length in seconds the header announces, if it announces one. The file is
+    closed at the end of the iteration, or by ``close``.
+    """
+
+    def __init__(self, source: AudioSource, *, max_duration: float | None = None, audio_track: int | None = None):
+        if audio_track is not None:
+            if isinstance(audio_track, bool) or not isinstance(audio_track, (int, np.integer)) or audio_track < 1:
+                raise AudioTrackError(f"audio_track counts a file's audio tracks from 1; {audio_track!r} is not one")
+            audio_track = int(audio_track)
+        if max_duration is not None:
+            max_duration = float(max_duration)
+            if not max_duration > 0:  # also NaN
+                raise ValueError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
+            if math.isinf(max_duration):
+                max_duration = None
+        self.max_duration = max_duration
+        self.limit = None if max_duration is None else int(max_duration * SAMPLE_RATE) + _DURATION_SLACK
+        self.note: str | None = None
+        self.declared: float | None = None
+        self.expected: int | None = None  # samples the header announces
+        self.array: np.ndarray | None = None  # a numpy source, checked and converted whole
+        self._container = None
+        self._tracks: list[_Track] = []
+        self._streams = 0
+        self._iterator: Iterator[np.ndarray] | None = None
+        self._closed = False
+
+        if isinstance(source, np.ndarray):
+            if audio_track not in (None, 1):
+                raise AudioTrackError(f"audio_track={audio_track} was asked for, and a numpy array holds one track")
+            self.array = _from_array(source, max_duration)
+            self.declared = len(self.array) / SAMPLE_RATE
+            return
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if isinstance(source, memoryview) and not source.contiguous:
+                source = source.tobytes()
+            if memoryview(source).nbytes == 0:
+                raise EmptyAudioError("The audio is empty: zero bytes were given.")
+            file, self.what = io.BytesIO(source), "the audio bytes"
+        elif isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+            file, self.what = _checked_path(path), f"the file {os.path.basename(path)!r}"
+        elif hasattr(source, "read"):
+            file, self.what = _checked_file_object(source), "the audio file object"
+        else:
+            raise TypeError("load_audio() takes a path, bytes, a binary file object or a numpy array of samples, "
+                            f"not {type(source).__name__}")
+        self._container = _open(file, self.what)
+        try:
+            self._open_tracks(audio_track)
+        except AudioError:
+            self.close()
+            raise
+        except (av.error.FFmpegError, ValueError, RuntimeError) as error:
+            self.close()
+            raise UndecodableAudioError(f"Could not decode {self.what}: {_describe(error)}.") from None
+
+    def _open_tracks(self, audio_track: int | None) -> None:
+        """The audio track asked for, or when there are several, the first ``_MAX_TRACKS``; a
+        declared length over the limit is refused here."""
+        container, what = self._container, self.what
+        audio_streams = list(container.streams.audio)
+        if not audio_streams:
+            kinds = sorted({s.type for s in container.streams if s.type})
+            found = f" (it has only {', '.join(kinds)} streams)" if kinds else ""
+            raise UndecodableAudioError(f"Could not use {what}: there is no audio stream in it{found}.")
+        if audio_track is not None and audio_track > len(audio_streams):
+            count = f"{len(audio_streams)} audio tracks" if len(audio_streams) > 1 else "one audio track"
+            raise AudioTrackError(f"Could not use {what}: audio_track={audio_track} was asked for, and it has "
+                                  f"only {count}.")
+        numbers = [audio_track] if audio_track is not None else range(1, min(len(audio_streams), _MAX_TRACKS) + 1)
+        usable = [(n, audio_streams[n - 1]) for n in numbers
+                  if audio_streams[n - 1].codec_context is not None and audio_streams[n - 1].codec_context.name]
+        if not usable:
+            raise UndecodableAudioError(f"Could not use {what}: its audio codec is not supported.")
+        declared = []
+        for _, stream in usable:
+            _check_pcm_header(container, stream, what)
+            declared.append(_expected_samples(container, stream))
+        if None not in declared:
+            self.expected = min(declared)
+            self.declared = self.expected / SAMPLE_RATE
+            if self.limit is not None and self.expected > self.limit * _DECLARED_SLACK + SAMPLE_RATE:
+                raise _too_long(self.max_duration, what, exact=self.declared, declared=True)
+        self._tracks = [_Track(n, stream, expected, self.limit) for (n, stream), expected in zip(usable, declared)]
+        self._streams = len(audio_streams)
+        if audio_track is not None and len(audio_streams) > 1:
+            self.note = f"audio track {audio_track} of the file's {len(audio_streams)} was used, as asked"
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._iterator is None:
+            self._iterator = self._chunks()
+        return self._iterator
+
+    def read(self, seconds: float) -> np.ndarray:
+        """The next ``seconds`` of audio, or a little more (whole chunks); less at the end, and an
+        empty array once all is read."""
+        want = max(1, round(seconds * SAMPLE_RATE))
+        parts, size = [], 0
+        if self._closed:
+            return np.zeros(0, np.float32)
+        for chunk in self:
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= want:
+                break
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def close(self) -> None:
+        self._closed = True
+        container, self._container, self._tracks = self._container, None, []
+        if container is not None:
+            with contextlib.suppress(Exception):  # closing must not hide the real outcome
+                container.close()
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        if self._closed:
+            return
+        if self.array is not None:
+            yield self.array
+            return
+        try:
+            yield from self._decode()
+        except AudioError:
+            raise
+        except (av.error.FFmpegError, ValueError, RuntimeError) as error:
+            # Anything FFmpeg says about the data; an OSError from the caller's own file object
+            # (not FFmpeg's) is an I/O failure, not bad audio, and goes up as it is.
+            raise UndecodableAudioError(f"Could not decode {self.what}: {_describe(error)}.") from None
+        finally:
+            self.close()
+
+    def _decode(self) -> Iterator[np.ndarray]:
+        """Decode every track until each has ``_PROBE_SAMPLES`` (when there are several), then only
+        the one chosen (``_choose``), whose samples go out as they come."""
+        what, limit, tracks = self.what, self.limit, self._tracks
+        if self._container is None:
+            return
+        live = list(tracks)  # the tracks still decoded: all of them until one is chosen
+        chosen = tracks[0] if len(tracks) == 1 else None
+        produced = 0
+
+        def out(chunks: list[np.ndarray]) -> Iterator[np.ndarray]:
+            nonlocal produced
+            for chunk in chunks:
+                produced += len(chunk)
+                if limit is not None and produced > limit:
+                    raise _too_long(self.max_duration, what)
+                yield chunk
+
+        def choose() -> Iterator[np.ndarray]:
+            nonlocal chosen, live
+            chosen, self.note = _choose(tracks, self._streams)
+            live = [chosen]
+            probe, chosen.output = chosen.output.result(), None
+            if len(probe):
+                yield from out([probe])
+
+        try:
+            for packet in self._container.demux([track.stream for track in tracks]):
+                if self._closed:
+                    return
+                track = next((t for t in live if t.stream.index == packet.stream.index), None)
+                if track is None or track.ended:
+                    continue
+                chunks = track.decode(packet)
+                if track is chosen:
+                    yield from out(chunks)
+                else:
+                    track.keep(chunks)
+                    if limit is not None and track.output.size > limit:
+                        raise _too_long(self.max_duration, what)
+                    if all(t.ended or t.output.size >= _PROBE_SAMPLES for t in live):
+                        yield from choose()
+                if all(t.ended for t in live):
+                    break
+        except AudioError:
+            raise
+        except (av.error.FFmpegError, ValueError) as error:  # a truncated or corrupt container
+            for track in live:
+                track.first_error = track.first_error or error
+        for track in live:
+            chunks = track.finish()
+            if track is chosen:
+                yield from out(chunks)
+            else:
+                track.keep(chunks)
+        if chosen is None:
+            yield from choose()
+        if produced == 0:
+            first_error = chosen.first_error
+            if first_error is not None:
+                raise UndecodableAudioError(
+                    f"Could not decode {what}: no audio could be decoded ({_describe(first_error)}). "
+                    "It is corrupt or truncated."
+                )
+            raise EmptyAudioError(f"The audio is empty: no audio samples were found in {what}.")
 
 
 # --- sources -----------------------------------------------------------------------------------
 
 
-def _decode_path(path: str, max_duration: float | None, audio_track: int | None) -> DecodedAudio:
+def _checked_path(path: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such audio file: {path!r}")
     if os.path.isdir(path):
@@ -211,17 +398,17 @@ def _decode_path(path: str, max_duration: float | None, audio_track: int | None)
         size = None  # a pipe or device: let FFmpeg try
     if size == 0 and os.path.isfile(path):
         raise EmptyAudioError(f"The audio file {os.path.basename(path)!r} is empty (zero bytes).")
-    return _decode(path, f"the file {os.path.basename(path)!r}", max_duration, audio_track)
+    return path
 
 
-def _decode_file_object(file: BinaryIO, max_duration: float | None, audio_track: int | None) -> DecodedAudio:
+def _checked_file_object(file: BinaryIO) -> _FileReader:
     probe = file.read(0)
     if not isinstance(probe, (bytes, bytearray)):
         raise TypeError("load_audio() needs a binary file object (opened with 'rb'), not a text one")
     reader = _FileReader(file)
     if reader.empty:
         raise EmptyAudioError("The audio is empty: the file object has no bytes left to read.")
-    return _decode(reader, "the audio file object", max_duration, audio_track)
+    return reader
 
 
 class _FileReader(io.RawIOBase):
@@ -403,13 +590,13 @@ def _resampler() -> av.AudioResampler:
 
 
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
-    # One plane of packed mono float32; _Output copies it at once.
-    return frame.to_ndarray().reshape(-1)
+    # One plane of packed mono float32, copied out of the frame's buffer, which FFmpeg may reuse.
+    return frame.to_ndarray().reshape(-1).copy()
 
 
-def _decode(file, what: str, max_duration: float | None, audio_track: int | None) -> DecodedAudio:
+def _open(file, what: str):
     try:
-        container = av.open(file, mode="r", metadata_errors="ignore")
+        return av.open(file, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as error:
         if isinstance(error, av.error.FileNotFoundError):
             raise FileNotFoundError(f"No such audio file: {what}") from None
@@ -421,114 +608,23 @@ def _decode(file, what: str, max_duration: float | None, audio_track: int | None
         ) from None
     except (ValueError, EOFError) as error:
         raise UndecodableAudioError(f"Could not read {what} as audio: {_describe(error)}.") from None
-    try:
-        track, note = _decode_tracks(container, what, max_duration, audio_track)
-    except AudioError:
-        raise
-    except (av.error.FFmpegError, ValueError, RuntimeError) as error:
-        # Anything FFmpeg says about the data; an OSError from the caller's own file object
-        # (not FFmpeg's) is an I/O failure, not bad audio, and goes up as it is.
-        raise UndecodableAudioError(f"Could not decode {what}: {_describe(error)}.") from None
-    finally:
-        with contextlib.suppress(Exception):  # closing must not hide the real outcome
-            container.close()
-
-    output, first_error = track.output, track.first_error
-    track = None
-    if output.size == 0:
-        if first_error is not None:
-            raise UndecodableAudioError(
-                f"Could not decode {what}: no audio could be decoded ({_describe(first_error)}). "
-                "It is corrupt or truncated."
-            )
-        raise EmptyAudioError(f"The audio is empty: no audio samples were found in {what}.")
-    return DecodedAudio(output.result(), note)
-
-
-def _decode_tracks(container, what: str, max_duration: float | None, audio_track: int | None
-                   ) -> tuple[_Track, str | None]:
-    """Decode the audio track asked for, or when there are several, every one (up to ``_MAX_TRACKS``)
-    until each has ``_PROBE_SAMPLES`` and then only the first with sound (``_choose``). Returns the
-    track used and a note that says which it was (None when the file has one audio track)."""
-    limit = None if max_duration is None else int(max_duration * SAMPLE_RATE) + _DURATION_SLACK
-    tracks: list[_Track] = []
-    live: list[_Track] = []  # the tracks still decoded: all of them until one is chosen
-    chosen: _Track | None = None
-    note = None
-    try:
-        audio_streams = list(container.streams.audio)
-        if not audio_streams:
-            kinds = sorted({s.type for s in container.streams if s.type})
-            found = f" (it has only {', '.join(kinds)} streams)" if kinds else ""
-            raise UndecodableAudioError(f"Could not use {what}: there is no audio stream in it{found}.")
-        if audio_track is not None and audio_track > len(audio_streams):
-            count = f"{len(audio_streams)} audio tracks" if len(audio_streams) > 1 else "one audio track"
-            raise AudioTrackError(f"Could not use {what}: audio_track={audio_track} was asked for, and it has "
-                                  f"only {count}.")
-        numbers = [audio_track] if audio_track is not None else range(1, min(len(audio_streams), _MAX_TRACKS) + 1)
-        usable = [(n, audio_streams[n - 1]) for n in numbers
-                  if audio_streams[n - 1].codec_context is not None and audio_streams[n - 1].codec_context.name]
-        if not usable:
-            raise UndecodableAudioError(f"Could not use {what}: its audio codec is not supported.")
-        declared = []
-        for _, stream in usable:
-            _check_pcm_header(container, stream, what)
-            declared.append(_expected_samples(container, stream))
-        if limit is not None and None not in declared and min(declared) > limit * _DECLARED_SLACK + SAMPLE_RATE:
-            raise _too_long(max_duration, what, exact=min(declared) / SAMPLE_RATE, declared=True)
-        tracks = [_Track(n, stream, expected, limit) for (n, stream), expected in zip(usable, declared)]
-
-        live = list(tracks)
-        if len(tracks) == 1:
-            chosen = tracks[0]
-        try:
-            for packet in container.demux([track.stream for track in tracks]):
-                track = next((t for t in live if t.stream.index == packet.stream.index), None)
-                if track is None or track.ended:
-                    continue
-                track.decode(packet)
-                if limit is not None and track.output.size > limit:
-                    raise _too_long(max_duration, what)
-                if chosen is None and all(t.ended or t.output.size >= _PROBE_SAMPLES for t in live):
-                    chosen, note = _choose(tracks, len(audio_streams))
-                    live = [chosen]
-                if all(t.ended for t in live):
-                    break
-        except AudioError:
-            raise
-        except (av.error.FFmpegError, ValueError) as error:  # a truncated or corrupt container
-            for track in live:
-                track.first_error = track.first_error or error
-        for track in live:
-            track.finish()
-            if limit is not None and track.output.size > limit:
-                raise _too_long(max_duration, what)
-        if chosen is None:
-            chosen, note = _choose(tracks, len(audio_streams))
-        if audio_track is not None and len(audio_streams) > 1:
-            note = f"audio track {audio_track} of the file's {len(audio_streams)} was used, as asked"
-        return chosen, note
-    except BaseException:
-        # The traceback keeps this frame: not the samples decoded so far.
-        tracks = live = []
-        chosen = track = None
-        raise
 
 
 class _Track:
-    """One audio stream decoded to 16 kHz mono; ``number`` counts the file's audio streams from 1."""
+    """One audio stream decoded to 16 kHz mono; ``number`` counts the file's audio streams from 1.
+    ``output`` keeps its samples until a track is chosen among several (``_choose``)."""
 
     def __init__(self, number: int, stream, expected: int | None, limit: int | None):
         self.number = number
         self.stream = stream
         self.converter = _Mono16k()
-        self.output = _Output(expected, limit)
+        self.output: _Output | None = _Output(min(expected or _PROBE_SAMPLES, _PROBE_SAMPLES), limit)
         self.errors = 0
         self.first_error: BaseException | None = None
         self.ended = False  # its end was seen, or it was given up as corrupt
 
-    def decode(self, packet) -> None:
-        """Decode one packet (None: flush the decoder) into the output."""
+    def decode(self, packet) -> list[np.ndarray]:
+        """Decode one packet (None: flush the decoder): its samples, sanitised."""
         if packet is not None and packet.size == 0 and packet.dts is None:
             self.ended = True  # the demuxer's end-of-stream packet: decoding it flushes the decoder
         try:
@@ -536,22 +632,24 @@ class _Track:
             self.errors = 0
         except (av.error.FFmpegError, ValueError) as error:
             if isinstance(error, EOFError):
-                return
+                return []
             self.errors += 1
             self.first_error = self.first_error or error
             if self.errors >= _MAX_CONSECUTIVE_ERRORS:
                 self.ended = True  # the decoder is in no state to flush: the rest is given up as corrupt
-            return
-        for frame in frames:
-            for chunk in self.converter.push(frame):
-                self.output.add(chunk)
+            return []
+        return [_sanitise(chunk) for frame in frames for chunk in self.converter.push(frame)]
 
-    def finish(self) -> None:
+    def finish(self) -> list[np.ndarray]:
         """Flush the decoder (unless the stream's end did already) and the resampler."""
+        chunks = []
         if not self.ended:
             self.ended = True
-            self.decode(None)
-        for chunk in self.converter.flush():
+            chunks = self.decode(None)
+        return chunks + [_sanitise(chunk) for chunk in self.converter.flush()]
+
+    def keep(self, chunks: list[np.ndarray]) -> None:
+        for chunk in chunks:
             self.output.add(chunk)
 
     def level(self) -> float:
@@ -641,9 +739,7 @@ class _Output:
         if end > self._buffer.size:
             grown = max(end, self._buffer.size + self._buffer.size // 4, _MIN_CAPACITY)
             self._buffer.resize(grown, refcheck=False)  # no views of it exist between calls
-        window = self._buffer[self.size:end]
-        window[:] = samples
-        _sanitise(window)
+        self._buffer[self.size:end] = samples
         self.size = end
 
     def head(self, count: int) -> np.ndarray:

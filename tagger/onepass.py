@@ -23,9 +23,11 @@ from .decoding import DecodeOptions, Share, decode_together
 from .mel import log_mel
 from .results import TagResult, TranscriptionResult
 from .tagging import (
+    Levels,
     TagOptions,
     TagStream,
     event_thresholds,
+    honest_tags,
     sound_events,
     speech_probability,
     tag_segments,
@@ -54,6 +56,7 @@ class AudioJob:
         self.samples = samples if samples.flags.writeable else samples.copy()  # torch wants writable arrays
         window_options = window_options or WindowOptions()
         self._setup(model, options, tags, window_options, round(len(samples) / SAMPLE_RATE, 3))
+        self.levels.add(self.samples)
         self.window_list = plan_windows(samples, window_options, need_speech=options is not None)
 
     def _setup(self, model, options: DecodeOptions | None, tags: TagOptions | None, window_options: WindowOptions,
@@ -69,6 +72,8 @@ class AudioJob:
         self.stream = TagStream(head, tags.tag_resolution, duration) if tags is not None and head else None
         self.decoder = None if options is None else model.decoder(options)
         self.next_window = 0
+        self.levels = Levels()  # for the notes on silence (``honest_tags``)
+        self.audio_note: str | None = None  # which audio track was used, when the file has several
         self._undecoded: list[tuple[int, torch.Tensor]] = []  # (window, features [1500, D]) waiting for the decoder
         self._lock = threading.Lock()
 
@@ -141,9 +146,18 @@ class AudioJob:
             self.decode(limit=decode_batch)
 
     def result(self) -> TranscriptionResult | TagResult:
-        """The finished result, once every window was taken and decoded."""
+        """The finished result, once every window was taken and decoded, with what is known about
+        the input in its notes: which audio track was used, and notes rather than tags for silent or
+        too short audio (``honest_tags``)."""
         if not self.decoded_all:
             raise RuntimeError("the job still has windows to encode or decode")
+        result = self._result()
+        if self.audio_note:
+            result.notes.insert(0, self.audio_note)
+        honest_tags(self.levels, result)
+        return result
+
+    def _result(self) -> TranscriptionResult | TagResult:
         notes: list[str] = []
         head = self.model.head
         labels = head.card.labels if head is not None else None

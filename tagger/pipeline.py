@@ -13,17 +13,17 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from . import weights as _weights
-from .audio import SAMPLE_RATE, AudioSource, decode_audio
+from .audio import AudioReader, AudioSource, decode_audio
 from .backbone import Backbone
 from .decoding import DecodeOptions, Decoder
 from .heads import LoadedHead, check_backbone, load_head
 from .onepass import NO_HEAD_NOTE, AudioJob, run_job
 from .results import TagResult, TranscriptionResult
+from .stream import StreamJob
 from .tagging import TagOptions, steps_per_window
 from .weights import ResolvedWeights, load_whisper
 from .windows import WindowOptions
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 AUTO_HEAD = "auto"  # the head bundled for the model when there is one, else none
 DEFAULT_TAG_RESOLUTION = 10.0  # seconds; the window length Whisper-AT heads were trained on
 DEFAULT_TAGS = TagOptions(DEFAULT_TAG_RESOLUTION)
-MIN_TAG_SECONDS = 0.1  # shorter audio gets no sound tags (a drum hit of 0.1-0.4 s is tagged; 10 ms of tone is not)
-SILENT_LEVEL = 1e-3  # -60 dBFS: audio whose samples vary less than this around their mean is silent
 
 
 def default_device() -> str:
@@ -52,50 +50,6 @@ def bundled_heads() -> list[str]:
     folder = resources.files("tagger") / "data" / "heads"
     return sorted(p.name[: -len(".safetensors")] for p in folder.iterdir()
                   if p.name.endswith(".safetensors")) if folder.is_dir() else []
-
-
-def is_silent(samples: np.ndarray) -> bool:
-    """Digital silence, a constant level (a DC offset) or samples that were all NaN: no level above
-    -60 dBFS once a constant offset is removed."""
-    return not samples.size or float(samples.max()) - float(samples.min()) < 2 * SILENT_LEVEL
-
-
-def honest_tags(samples: np.ndarray, result: TagResult) -> None:
-    """Degenerate audio gets a note, not confident tags. Audio shorter than ``MIN_TAG_SECONDS`` has
-    no tags at all; a silent tag window has no labels, its scores are 0, and sound events and segment
-    tags that lie only in silent windows go. Silent audio gets a note even when it has no tags."""
-    windows = result.tags
-    if windows and result.duration < MIN_TAG_SECONDS:
-        silent = list(range(len(windows)))
-        result.notes.append(f"the audio is {result.duration:g} s long, too short for sound tags (they need at least "
-                            f"{MIN_TAG_SECONDS:g} s), so there are none")
-    else:
-        silent = [i for i, w in enumerate(windows)
-                  if is_silent(samples[round(w.start * SAMPLE_RATE) : round(w.end * SAMPLE_RATE)])]
-        if windows and len(silent) == len(windows):
-            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed), "
-                                "so there are no sound tags")
-        elif silent:
-            result.notes.append(f"{len(silent)} of {len(windows)} tag windows are silent (no level above -60 dBFS), "
-                                "so they carry no tags")
-        elif not windows and is_silent(samples):
-            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed)")
-    if not silent:
-        return
-    for i in silent:
-        windows[i].labels = []
-        if i < len(result.scores):
-            result.scores[i] = 0.0
-    silent_set = set(silent)
-    heard = [(w.start, w.end) for i, w in enumerate(windows) if i not in silent_set]
-
-    def audible(start: float, end: float) -> bool:
-        return any(a < end and start < b for a, b in heard)
-
-    result.events = [event for event in result.events if audible(event.start, event.end)]
-    for segment in getattr(result, "segments", []):
-        if not audible(segment.start, segment.end):
-            segment.tags = []
 
 
 class EarmarkModel:
@@ -223,34 +177,39 @@ class EarmarkModel:
 
         ``options=None`` means tags only, ``tags=None`` no tags. The service uses jobs to batch
         windows of several requests into one encoder call; ``transcribe`` and ``tag`` run one job
-        to the end. A job's result goes through ``finish`` for its notes.
+        to the end.
         """
-        if tags is not None:
-            steps_per_window(tags.tag_resolution)  # refuse a bad resolution before decoding any audio
-            if self.head is not None:
-                tags.candidates(self.head.card.labels)  # and unknown class names
-        if options is not None:
-            self.decoder(options)  # and a language the model cannot speak
+        self._check(options, tags)
         decoded = decode_audio(audio, max_duration=max_duration, audio_track=audio_track)
         job = AudioJob(self, decoded.samples, options, tags, self.window_options)
-        job.audio_note = decoded.note  # which audio track was used, for ``finish``
+        job.audio_note = decoded.note  # which audio track was used: the result's first note
         return job
 
-    def finish(self, job: AudioJob, result: TranscriptionResult | TagResult) -> TranscriptionResult | TagResult:
-        """What is known about the input goes into a job's result: which audio track was used, and
-        notes rather than tags for silent or too short audio (``honest_tags``)."""
-        note = getattr(job, "audio_note", None)
-        if note:
-            result.notes.insert(0, note)
-        honest_tags(job.samples, result)
-        return result
+    def reader_job(self, audio: AudioSource, options: DecodeOptions | None = None,
+                   tags: TagOptions | None = DEFAULT_TAGS, max_duration: float | None = None,
+                   audio_track: int | None = None) -> tuple[AudioReader, StreamJob]:
+        """``job`` for audio held window by window rather than whole: the same checks, the audio
+        opened (its header read, nothing decoded yet) and an empty ``StreamJob``; the caller feeds
+        it piece by piece (``StreamJob.feed_from``) as its windows are encoded."""
+        self._check(options, tags)
+        reader = AudioReader(audio, max_duration=max_duration, audio_track=audio_track)
+        return reader, StreamJob(self, options, tags)
+
+    def _check(self, options: DecodeOptions | None, tags: TagOptions | None) -> None:
+        """Refuse before decoding any audio: a bad tag resolution, unknown class names, a language
+        the model cannot speak."""
+        if tags is not None:
+            steps_per_window(tags.tag_resolution)
+            if self.head is not None:
+                tags.candidates(self.head.card.labels)
+        if options is not None:
+            self.decoder(options)
 
     def _run(self, audio: AudioSource, options: DecodeOptions | None, tags: TagOptions | None,
              max_duration: float | None, audio_track: int | None, progress: bool) -> TranscriptionResult | TagResult:
         job = self.job(audio, options, tags, max_duration, audio_track)
         with tqdm(total=job.n_windows, unit="window", disable=not progress, leave=False) as bar:
-            result = run_job(self.backbone, job, self.encode_batch_size, self.decode_batch_size, bar.update)
-        return self.finish(job, result)
+            return run_job(self.backbone, job, self.encode_batch_size, self.decode_batch_size, bar.update)
 
 
 def load_model(

@@ -38,6 +38,7 @@ import torch
 from .audio import (
     SAMPLE_RATE,
     AudioError,
+    AudioReader,
     AudioTooLongError,
     EmptyAudioError,
     UndecodableAudioError,
@@ -49,7 +50,7 @@ from .decoding import DecodeOptions
 from .mel import log_mel
 from .onepass import HOP_LENGTH, AudioJob, Slice, encode_step, run_job
 from .results import Segment, TagResult, TagWindow, TranscriptionResult
-from .tagging import TagOptions, speech_probability, tag_segments, tag_windows
+from .tagging import MIN_TAG_SECONDS, TagOptions, speech_probability, tag_segments, tag_windows
 from .windows import Window, WindowOptions, plan_next
 
 ENCODINGS = ("pcm_s16le", "pcm_f32le", "container")
@@ -298,7 +299,19 @@ class StreamJob(AudioJob):
             self._data[self._size : self._size + len(samples)] = samples
             self._size += len(samples)
             self.received += len(samples)
+        self.levels.add(samples)
         return self._plan(final=False)
+
+    def feed_from(self, reader: AudioReader, seconds: float) -> bool:
+        """Feed the next ``seconds`` of ``reader``'s audio (an upload held window by window); at its
+        end, ``end``. False once the job has ended."""
+        samples = reader.read(seconds)
+        self.audio_note = reader.note
+        if len(samples):
+            self.feed(samples)
+            return True
+        self.end()
+        return False
 
     def end(self) -> int:
         """No more audio: plan the last windows. EmptyAudioError when less than 10 ms came."""
@@ -376,7 +389,11 @@ class StreamJob(AudioJob):
         scores, bounds = self._scored()
         fresh = range(self._emitted_tags, len(scores))
         self._emitted_tags = len(scores)
-        return tag_windows(scores[fresh.start :], bounds[fresh.start :], self.model.head.card.labels, self.tag_options)
+        windows = tag_windows(scores[fresh.start :], bounds[fresh.start :], self.model.head.card.labels, self.tag_options)
+        for window in windows:  # as the result will have them (``honest_tags``)
+            if self.levels.silent(window.start, window.end) or (self.ended and self.duration < MIN_TAG_SECONDS):
+                window.labels = []
+        return windows
 
     def new_segments(self) -> list[Segment]:
         """Segments final since the last call: decoded, and every tag window they overlap scored. Each

@@ -8,10 +8,11 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from .audio import SAMPLE_RATE
 from .backbone import STEPS_PER_SECOND
 from .heads import LoadedHead
 from .labels import LabelSet
-from .results import Segment, SoundEvent, TagLabel, TagWindow
+from .results import Segment, SoundEvent, TagLabel, TagResult, TagWindow
 
 STEP_SECONDS = Fraction(2, 5)  # one pooled step is 0.4 s
 
@@ -181,3 +182,83 @@ def speech_probability(scores: np.ndarray, bounds: list[tuple[float, float]], la
     if not columns or not rows or not len(scores):
         return None
     return float(scores[np.ix_(rows, columns)].max())
+
+
+# --- silence ---------------------------------------------------------------------------------
+
+MIN_TAG_SECONDS = 0.1  # shorter audio gets no sound tags (a drum hit of 0.1-0.4 s is tagged; 10 ms of tone is not)
+SILENT_LEVEL = 1e-3  # -60 dBFS: audio whose samples vary less than this around their mean is silent
+LEVEL_STEP = 6400  # samples (0.4 s) per entry of ``Levels``: every tag window starts on one
+
+
+class Levels:
+    """The lowest and the highest sample of each 0.4 s step of audio, kept as the audio passes, so
+    that silence can be judged for any tag window (they start on the 0.4 s grid) after its samples
+    are gone: a stream, or a long upload held window by window."""
+
+    def __init__(self):
+        self.low = np.zeros(0, np.float32)
+        self.high = np.zeros(0, np.float32)
+        self.count = 0  # samples seen
+
+    def add(self, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        start, end = self.count, self.count + len(samples)
+        steps = -(-end // LEVEL_STEP)
+        if steps > len(self.low):
+            grow = steps - len(self.low)
+            self.low = np.concatenate([self.low, np.full(grow, np.inf, np.float32)])
+            self.high = np.concatenate([self.high, np.full(grow, -np.inf, np.float32)])
+        cuts = np.arange((-start) % LEVEL_STEP, len(samples), LEVEL_STEP)
+        cuts = cuts if len(cuts) and cuts[0] == 0 else np.concatenate([[0], cuts])
+        ids = (start + cuts) // LEVEL_STEP
+        self.low[ids] = np.minimum(self.low[ids], np.minimum.reduceat(samples, cuts))
+        self.high[ids] = np.maximum(self.high[ids], np.maximum.reduceat(samples, cuts))
+        self.count = end
+
+    def silent(self, start: float = 0.0, end: float | None = None) -> bool:
+        """Digital silence, a constant level (a DC offset) or samples that were all NaN from ``start``
+        to ``end`` seconds (None: all): no level above -60 dBFS once a constant offset is removed."""
+        first = round(start * SAMPLE_RATE) // LEVEL_STEP
+        last = len(self.low) if end is None else -(-round(end * SAMPLE_RATE) // LEVEL_STEP)
+        if last <= first:
+            return True
+        return float(self.high[first:last].max()) - float(self.low[first:last].min()) < 2 * SILENT_LEVEL
+
+
+def honest_tags(levels: Levels, result: TagResult) -> None:
+    """Degenerate audio gets a note, not confident tags. Audio shorter than ``MIN_TAG_SECONDS`` has
+    no tags at all; a silent tag window has no labels, its scores are 0, and sound events and segment
+    tags that lie only in silent windows go. Silent audio gets a note even when it has no tags."""
+    windows = result.tags
+    if windows and result.duration < MIN_TAG_SECONDS:
+        silent = list(range(len(windows)))
+        result.notes.append(f"the audio is {result.duration:g} s long, too short for sound tags (they need at least "
+                            f"{MIN_TAG_SECONDS:g} s), so there are none")
+    else:
+        silent = [i for i, w in enumerate(windows) if levels.silent(w.start, w.end)]
+        if windows and len(silent) == len(windows):
+            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed), "
+                                "so there are no sound tags")
+        elif silent:
+            result.notes.append(f"{len(silent)} of {len(windows)} tag windows are silent (no level above -60 dBFS), "
+                                "so they carry no tags")
+        elif not windows and levels.silent():
+            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed)")
+    if not silent:
+        return
+    for i in silent:
+        windows[i].labels = []
+        if i < len(result.scores):
+            result.scores[i] = 0.0
+    silent_set = set(silent)
+    heard = [(w.start, w.end) for i, w in enumerate(windows) if i not in silent_set]
+
+    def audible(start: float, end: float) -> bool:
+        return any(a < end and start < b for a, b in heard)
+
+    result.events = [event for event in result.events if audible(event.start, event.end)]
+    for segment in getattr(result, "segments", []):
+        if not audible(segment.start, segment.end):
+            segment.tags = []

@@ -15,6 +15,7 @@ from speech_fixtures import FIXTURES
 from tagger.audio import (
     SAMPLE_RATE,
     AudioError,
+    AudioReader,
     AudioTooLongError,
     AudioTrackError,
     EmptyAudioError,
@@ -565,6 +566,60 @@ def test_an_hour_long_stream_stops_at_the_limit():
     with pytest.raises(AudioTooLongError, match="max_duration=5"):
         load_audio(stream, max_duration=5)
     assert stream.served < 20 * 32000  # about 5 s of the hour's 115 MB were read
+
+
+def test_a_reader_gives_the_same_audio_piece_by_piece_without_holding_it_whole(speech):
+    """An upload held window by window: pieces of the chosen length, equal to the whole decode,
+    while memory holds about one piece (a 20 minute file: 77 MB of float32 whole)."""
+    import tracemalloc
+
+    burst = np.zeros(1200 * 8000, np.float32)
+    burst[: len(speech) // 2] = speech[::2]  # speech at the start, a tone near the end, silence between
+    burst[-8000:] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)
+    data = encode(burst, 8000, "flac", "flac")
+    whole = load_audio(data)
+
+    reader = AudioReader(data)
+    assert reader.declared == pytest.approx(1200, abs=0.1) and reader.note is None
+    tracemalloc.start()
+    try:
+        pieces, checked = [], 0
+        while len(piece := reader.read(30.0)):
+            assert 30 * SAMPLE_RATE <= len(piece) < 31 * SAMPLE_RATE or checked + len(piece) == len(whole)
+            np.testing.assert_array_equal(piece, whole[checked : checked + len(piece)])
+            checked += len(piece)
+            pieces.append(len(piece))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert checked == len(whole) and len(pieces) == 40, pieces
+    assert peak < 15_000_000, peak  # a piece or two, not the 77 MB of the whole
+    assert len(reader.read(30.0)) == 0  # read to the end, closed
+
+
+def test_a_reader_refuses_up_front_what_the_header_shows_and_the_rest_midway(speech, tmp_path):
+    ten_minutes = encode(np.zeros(600 * 8000, np.float32), 8000, "flac", "flac")
+    with pytest.raises(AudioTooLongError, match="declares 600.0 s"):
+        AudioReader(ten_minutes, max_duration=60)
+    with pytest.raises(UndecodableAudioError):
+        AudioReader(b"not audio at all" * 100)
+    with pytest.raises(EmptyAudioError):
+        AudioReader(b"")
+    undeclared = bytearray(encode(np.full(600 * 8000, 0.1, np.float32), 8000, "flac", "flac"))
+    assert undeclared[:4] == b"fLaC"
+    fields = int.from_bytes(undeclared[18:26], "big")  # STREAMINFO's total samples: 0 is "unknown"
+    undeclared[18:26] = (fields & ~((1 << 36) - 1)).to_bytes(8, "big")
+    reader = AudioReader(bytes(undeclared), max_duration=40)
+    assert reader.declared is None
+    assert len(reader.read(30.0)) >= 30 * SAMPLE_RATE
+    with pytest.raises(AudioTooLongError, match="decoding stopped there"):
+        reader.read(30.0)
+    two = matroska([np.zeros_like(speech), speech])
+    reader = AudioReader(two)
+    first = reader.read(1.0)
+    assert len(first) >= SAMPLE_RATE and "track 2 was used" in reader.note, reader.note
+    reader.close()
+    assert len(reader.read(1.0)) == 0  # closed: nothing more
 
 
 def test_audio_within_the_limit_is_accepted(speech):

@@ -654,3 +654,40 @@ def test_a_pathological_request_ends_at_its_deadline_and_others_keep_going(deadl
         metrics = httpx.get(url + "/metrics").text
     assert re.search(dropped, metrics), metrics[-2000:]
     assert httpx.get(url + "/readyz").status_code == 200
+
+
+def test_a_long_upload_is_held_window_by_window(deadline_server: ServerProcess):
+    """Its audio is decoded a piece at a time as its windows are encoded: the server's memory does
+    not grow with its length (20 minutes are 77 MB of float32 whole)."""
+    data = silence_flac(20 * 60)
+    warm = httpx.post(deadline_server.url + TAGS, files={"file": ("warm.flac", silence_flac(120))}, timeout=120)
+    assert warm.status_code == 200, warm.text  # the first windows' one-time allocations are not the upload's
+    pid = deadline_server.process.pid
+    before = rss_bytes(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes(pid))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        response = httpx.post(deadline_server.url + TAGS, files={"file": ("silence.flac", data)}, timeout=120)
+    finally:
+        done.set()
+        watcher.join()
+    assert response.status_code in (200, 504), response.text  # 504: a slow machine; the memory is what counts
+    if response.status_code == 200:
+        body = response.json()
+        assert body["duration"] == pytest.approx(1200, abs=0.1) and "silent" in body["notes"][0], body
+    assert peak[0] - before < 100_000_000, (before, peak[0])  # whole: 235 MB more (measured)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")

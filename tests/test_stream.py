@@ -130,6 +130,21 @@ def test_a_stream_holds_at_most_two_windows_of_audio(model, scene):
     assert_same_tags(job.result().tags, model.tag(scene).tags)
 
 
+def test_silence_in_a_stream_gets_the_notes_and_the_empty_tags_of_the_whole_file(model, scene):
+    """Its samples are gone by the end: a stream keeps the level of each 0.4 s to judge silence."""
+    audio = np.concatenate([scene[: 6 * 16000], np.zeros(36 * 16000, np.float32), np.full(4 * 16000, 0.2, np.float32)])
+    offline = model.transcribe(audio, language="en", tag_resolution=2.0)
+    chunks = (audio[i : i + 4013] for i in range(0, len(audio), 4013))
+    events = list(stream_transcribe(model, chunks, DecodeOptions(language="en"), TagOptions(2.0), partials=False))
+    result = events[-1]
+    assert offline.notes == ["20 of 23 tag windows are silent (no level above -60 dBFS), so they carry no tags"]
+    assert result.notes == offline.notes
+    assert [bool(w.labels) for w in result.tags] == [bool(w.labels) for w in offline.tags] == [True] * 3 + [False] * 20
+    assert_same_tags([e for e in events if isinstance(e, TagWindow)], offline.tags)
+    silent = list(stream_transcribe(model, iter([np.zeros(5 * 16000, np.float32)]), None, TagOptions(), partials=False))
+    assert silent[-1].notes == [model.tag(np.zeros(5 * 16000, np.float32)).notes[0]] and not silent[-1].tags[0].labels
+
+
 def test_partials_show_text_before_it_is_final(model, scene):
     audio = scene[: 12 * 16000]
     chunks = (audio[i : i + 8000] for i in range(0, len(audio), 8000))

@@ -7,8 +7,9 @@ segment; all deltas joined are the text), ``transcript.tags`` (Earmark's: a fini
 ``duration``, ``language`` and ``segments`` count). A failure after the answer started is a
 ``data: {"error": {...}}`` event, as OpenAI sends it.
 
-The upload goes through a ``StreamJob`` fed all of it at once: its windows and its final segments are
-the same as a plain request's, and it says which segments are final as it goes.
+The upload goes through a ``StreamJob`` fed piece by piece, as a plain request's (``inference.Feed``):
+its windows and its final segments are the same as the whole file's, and it says which segments are
+final as it goes.
 """
 
 from __future__ import annotations
@@ -21,27 +22,16 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from tagger import AudioError, DecodeOptions, StreamJob, TagOptions, TranscriptionResult, load_audio
+from tagger import AudioError, AudioReader, StreamJob, TranscriptionResult
 
 from ..batching import ClientGone, DeadlineExceeded, Engine, Stopped
-from ..errors import SERVER_ERROR, ApiError, bad_request, from_audio_error
+from ..errors import SERVER_ERROR, ApiError, from_audio_error
 from ..metrics import Metrics
 from ..schemas import TagWindowOut
 from ..settings import Settings
-from .inference import reserve
+from .inference import outcome, start
 
 PUMP_SECONDS = 0.05
-
-
-def whole_stream(model, file, options: DecodeOptions, tags: TagOptions | None, max_duration: float | None,
-                 audio_track: int | None = None) -> StreamJob:
-    """An upload as a stream that has ended: decoded, fed at once, every window planned."""
-    samples = load_audio(file, max_duration=max_duration, audio_track=audio_track)
-    job = StreamJob(model, options, tags)
-    job.feed(samples)
-    del samples
-    job.end()
-    return job
 
 
 def event(body: dict) -> bytes:
@@ -49,26 +39,15 @@ def event(body: dict) -> bytes:
 
 
 async def stream_transcription(request: Request, engine: Engine, settings: Settings, metrics: Metrics,
-                               make_job: Callable[[], StreamJob], task: str) -> StreamingResponse:
-    """Decode and queue the upload (errors so far are plain HTTP errors), then answer with events."""
+                               open_job: Callable[[], tuple[AudioReader, StreamJob]], task: str) -> StreamingResponse:
+    """Open the upload and queue its job (errors so far are plain HTTP errors), then answer with
+    events while it is decoded piece by piece and run."""
     assert engine.batcher is not None
     started = time.perf_counter()
     deadline = time.monotonic() + settings.request_timeout
-    ticket = reserve(engine, metrics)
-    try:
-        job = await engine.decode(make_job, timeout=deadline - time.monotonic())
-    except AudioError as error:
-        ticket.cancel()
-        raise from_audio_error(error) from None
-    except ValueError as error:
-        ticket.cancel()
-        raise bad_request(str(error)) from None
-    except DeadlineExceeded:
-        ticket.cancel()
-        raise ApiError(504, f"the request took longer than {settings.request_timeout:g} s", "timeout",
-                       type=SERVER_ERROR) from None
-    run = asyncio.create_task(engine.batcher.run(ticket, job, deadline, request.is_disconnected,
-                                                 getattr(request.state, "request_id", None)))
+    feed, run, feeding, held = await start(request, engine, settings, metrics, open_job, deadline)
+    job = feed.job
+    done = asyncio.create_task(outcome(run, feeding))
 
     def ready(first: list[bool]) -> list[bytes]:
         out = [event({"type": "transcript.tags", **TagWindowOut.of(w).model_dump()}) for w in job.new_tag_windows()]
@@ -83,17 +62,20 @@ async def stream_transcription(request: Request, engine: Engine, settings: Setti
     async def events() -> AsyncIterator[bytes]:
         first = [True]
         try:
-            while not run.done():
-                await asyncio.wait({run}, timeout=PUMP_SECONDS)
+            while not done.done():
+                await asyncio.wait({done}, timeout=PUMP_SECONDS)
                 for chunk in ready(first):
                     yield chunk
             try:
-                result = run.result()
+                result = done.result()
             except DeadlineExceeded:
                 yield event(ApiError(504, f"the request took longer than {settings.request_timeout:g} s", "timeout",
                                      type=SERVER_ERROR).body())
                 return
             except (ClientGone, Stopped):
+                return
+            except AudioError as error:  # found midway through a long upload: too long, say
+                yield event(from_audio_error(error).body())
                 return
             except Exception:  # noqa: BLE001 - after the answer started, an error event is all there is
                 yield event(ApiError(500, "internal server error", "internal_error", type=SERVER_ERROR).body())
@@ -107,8 +89,10 @@ async def stream_transcription(request: Request, engine: Engine, settings: Setti
             yield event({"type": "transcript.text.done", "text": result.text, "language": result.language,
                          "duration": result.duration, "segments": len(result.segments)})
         finally:
-            if not run.done():
-                run.cancel()
+            if not done.done():
+                done.cancel()
+            feed.close()
+            engine.release_audio(held)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -40,8 +40,8 @@ async def create_tags(request: Request, engine: ReadyEngine,
     check_labels(labels, form.exclude, "exclude")
     tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold, include=form.include or None,
                       exclude=form.exclude or None)
-    make_job = partial(model.job, upload.file, None, tags, settings.max_duration, form.audio_track)
-    result = await run_job(request, engine, settings, metrics, make_job, "tag")
+    open_job = partial(model.reader_job, upload.file, None, tags, settings.max_duration, form.audio_track)
+    result = await run_job(request, engine, settings, metrics, open_job, "tag")
     if form.response_format == "json":
         return JSONResponse(TagsResponse.of(result).model_dump())
     fmt = TEXT_FORMATS[form.response_format]

@@ -16,7 +16,7 @@ from ..schemas import ERROR_RESPONSES, TranscriptionForm, TranscriptionJson, Ver
 from ..settings import Settings
 from .deps import MetricsDep, ReadyEngine, SettingsDep, require_api_key
 from .inference import check_tag_resolution, ensure_room, run_job
-from .sse import stream_transcription, whole_stream
+from .sse import stream_transcription
 from .upload import missing_file, read_form
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(require_api_key)])
@@ -52,9 +52,9 @@ async def transcribe(request: Request, engine: Engine, settings: Settings, metri
         tags = TagOptions(form.tag_resolution, top_k=form.top_k, threshold=form.threshold) \
             if model.head is not None and form.tags is not False else None
         return await stream_transcription(request, engine, settings, metrics, partial(
-            whole_stream, model, upload.file, decode, tags, settings.max_duration, form.audio_track), task)
-    make_job = partial(model.job, upload.file, decode, tags, settings.max_duration, form.audio_track)
-    result = await run_job(request, engine, settings, metrics, make_job, task)
+            model.reader_job, upload.file, decode, tags, settings.max_duration, form.audio_track), task)
+    open_job = partial(model.reader_job, upload.file, decode, tags, settings.max_duration, form.audio_track)
+    result = await run_job(request, engine, settings, metrics, open_job, task)
     assert isinstance(result, TranscriptionResult)
     return render_transcription(result, form)
 
