@@ -3,8 +3,12 @@
 A request goes through three stages:
 
 1. ``Batcher.reserve()`` takes a place in the bounded queue (or raises ``QueueFull``: 503).
-2. ``Engine.decode()`` runs ``model.job(...)`` (audio decoding + log-mel) in a thread pool.
-3. ``Batcher.run()`` hands the job to the one worker thread and awaits its result.
+2. ``Engine.decode()`` runs blocking work in a thread pool: opening an upload
+   (``model.reader_job``) and decoding it a piece at a time into its ``StreamJob``
+   (``routes/inference.py``'s ``Feed``), or a stream's audio as it comes.
+3. ``Batcher.run()`` hands the job to the one worker thread and awaits its result; the worker
+   encodes each window as soon as it is planned, and the feeding waits while the job holds more
+   than a minute of audio it has not encoded.
 
 The worker keeps up to ``max(max_batch_size, ACTIVE_JOBS)`` jobs active (jobs whose encoded windows
 wait for the text decoder, ``decode_batch_size`` of them, are not encoded further and hold no place,
@@ -509,7 +513,7 @@ class Engine:
             log.exception("loading the model failed")
 
     async def decode(self, function: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
-        """Run ``function`` (``model.job``: audio decoding + log-mel) in the decode thread pool."""
+        """Run ``function`` (opening or decoding an upload, feeding a stream) in the decode thread pool."""
         if timeout is not None and timeout <= 0:
             raise DeadlineExceeded()
         future = asyncio.wrap_future(self._pool.submit(function, *args, **kwargs))
