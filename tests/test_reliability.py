@@ -430,6 +430,26 @@ def test_decoded_audio_held_at_once_is_capped(server: ServerProcess):
     assert all(check_error(r, 503)["code"] == "server_busy" and r.headers["retry-after"] for r in busy)
 
 
+def test_audio_held_by_a_streamed_answer_is_let_go_when_its_client_leaves(server: ServerProcess):
+    """stream=true, the client gone after the first event or before any: what the request held is
+    released, or the next request of the same length would be refused (two pass HELD)."""
+    data = wav(tone(HELD * 0.7), 16000)
+    for read_first in (True, False):
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            with client.stream("POST", TRANSCRIBE, files={"file": ("a.wav", data)},
+                               data={"stream": "true", "response_format": "json"}) as response:
+                assert response.status_code == 200, response.read()
+                if read_first:
+                    next(response.iter_lines())
+        end = time.monotonic() + 30
+        while True:
+            after = httpx.post(server.url + TRANSCRIBE, files={"file": ("a.wav", data)}, timeout=60)
+            if after.status_code == 200 or time.monotonic() > end:
+                break
+            time.sleep(0.5)
+        assert after.status_code == 200, after.text
+
+
 # --------------------------------------------------------------------------- 6. honest answers on odd input
 
 

@@ -49,6 +49,12 @@ async def stream_transcription(request: Request, engine: Engine, settings: Setti
     job = feed.job
     done = asyncio.create_task(outcome(run, feeding))
 
+    def release(_: asyncio.Task) -> None:  # here, not in ``events``: it may never start (the client left)
+        feed.close()
+        engine.release_audio(held)
+
+    done.add_done_callback(release)
+
     def ready(first: list[bool]) -> list[bytes]:
         out = [event({"type": "transcript.tags", **TagWindowOut.of(w).model_dump()}) for w in job.new_tag_windows()]
         for segment in job.new_segments():
@@ -91,8 +97,6 @@ async def stream_transcription(request: Request, engine: Engine, settings: Setti
         finally:
             if not done.done():
                 done.cancel()
-            feed.close()
-            engine.release_audio(held)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
