@@ -221,7 +221,8 @@ class TeacherTargets:
 
     Over the 527 AudioSet classes, a clip's target is the teacher's clip probabilities; where the
     data has labels of its own (a corpus clip), ``hard_weight * labels + (1 - hard_weight) *
-    teacher`` (the data's classes matched to AudioSet by mid; every other class counts as absent).
+    teacher`` on the data's classes (matched to AudioSet by mid); the other classes keep the
+    teacher's probabilities, which the data's labels say nothing about.
     ``targets()``, the 0/1 view that dev metrics and balanced sampling use, is the soft target at
     or above ``threshold``. Clips the teacher has not labelled are left out (``missing``)."""
 
@@ -250,11 +251,11 @@ class TeacherTargets:
         if hard_weight > 0 and own.size:
             from .scoring import label_mapping
 
-            hard = np.zeros_like(soft)
             data_cols, audioset_cols = label_mapping(self.labels, data.labels)
-            hard[:, audioset_cols] = own[:, data_cols] > 0.5
-            labelled = own.any(axis=1)
-            soft[labelled] = hard_weight * hard[labelled] + (1.0 - hard_weight) * soft[labelled]
+            labelled = np.flatnonzero(own.any(axis=1))
+            rows, cols = labelled[:, None], np.asarray(audioset_cols)[None, :]
+            hard = (own[labelled][:, data_cols] > 0.5).astype(np.float32)
+            soft[rows, cols] = hard_weight * hard + (1.0 - hard_weight) * soft[rows, cols]
         self._soft = soft.astype(np.float32)
         self.threshold = threshold
 
