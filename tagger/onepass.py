@@ -36,7 +36,6 @@ from .tagging import (
 from .windows import Window, WindowOptions, plan_windows
 
 HOP_LENGTH = 160  # samples per mel frame
-ENCODE_AHEAD = 2  # decoder calls' worth of windows the encoder may have waiting (``run_job``)
 NO_HEAD_NOTE = "no tagging head is loaded, so there are no sound tags; load one with load_model(..., head=PATH)"
 
 
@@ -139,6 +138,13 @@ class AudioJob:
             if limit is not None or (stop is not None and stop()):
                 break
 
+    def accept(self, first: int, encoded: Encoded, decode_batch: int = 1) -> None:
+        """``take``, then ``decode`` once ``decode_batch`` windows wait or all are encoded: what a
+        caller on a single thread does."""
+        self.take(first, encoded)
+        while self.undecoded >= decode_batch or (self.encoded_all and self.undecoded):
+            self.decode(limit=decode_batch)
+
     def result(self) -> TranscriptionResult | TagResult:
         """The finished result, once every window was taken and decoded, with what is known about
         the input in its notes: which audio track was used, and notes rather than tags for silent or
@@ -208,57 +214,14 @@ def encode_step(backbone: Backbone, slices: list[Slice], bf16: bool = False) -> 
 def run_job(backbone: Backbone, job: AudioJob, batch_size: int, decode_batch: int = 8,
             progress: Callable[[int], None] | None = None) -> TranscriptionResult | TagResult:
     """Encode, tag and decode one job to the end: ``batch_size`` windows per encoder call,
-    ``decode_batch`` per decoder call when the options allow batches.
-
-    The encoder runs on a thread of its own, at most ``ENCODE_AHEAD`` decoder calls ahead, while
-    this thread decodes the windows already encoded: no window's encoding waits for the text of the
-    one before, and the text decoder's steps, too small to keep every core busy, leave the encoder
-    the rest of the CPU."""
+    ``decode_batch`` per decoder call when the options allow batches."""
     if job.options is None or not job.options.batched:
         decode_batch = 1
-    changed = threading.Condition()
-    state = {"encoding": True, "stop": False, "error": None}
-
-    def encode() -> None:
-        try:
-            while not job.encoded_all and not state["stop"]:
-                with changed:
-                    changed.wait_for(lambda: job.undecoded < ENCODE_AHEAD * decode_batch or state["stop"])
-                piece = Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
-                encoded = encode_step(backbone, [piece])[0]
-                with changed:
-                    job.take(piece.first, encoded)
-                    changed.notify_all()
-                if progress is not None:
-                    progress(piece.count)
-        except BaseException as error:  # noqa: BLE001 - raised again on the caller's thread
-            state["error"] = error
-        finally:
-            with changed:
-                state["encoding"] = False
-                changed.notify_all()
-
-    if job.decoder is None:  # tags only: nothing to overlap
-        encode()
-    else:
-        encoder = threading.Thread(target=encode, name="earmark-encoder", daemon=True)
-        encoder.start()
-        try:
-            while True:
-                with changed:
-                    changed.wait_for(lambda: job.undecoded >= decode_batch or not state["encoding"])
-                    if state["error"] is not None or (not job.undecoded and not state["encoding"]):
-                        break
-                job.decode(limit=decode_batch)
-                with changed:
-                    changed.notify_all()
-        finally:
-            with changed:
-                state["stop"] = True
-                changed.notify_all()
-            encoder.join()
-    if state["error"] is not None:
-        raise state["error"]
+    while not job.encoded_all:
+        piece = Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
+        job.accept(piece.first, encode_step(backbone, [piece])[0], decode_batch)
+        if progress is not None:
+            progress(piece.count)
     return job.result()
 
 
