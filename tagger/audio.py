@@ -169,8 +169,12 @@ def decode_audio(source: AudioSource, *, max_duration: float | None = None, audi
     if reader.array is not None:
         return DecodedAudio(reader.array)
     output = _Output(reader.expected, reader.limit)
-    for chunk in reader:
-        output.add(chunk)
+    try:
+        for chunk in reader:
+            output.add(chunk)
+    except BaseException:
+        output = None  # the traceback keeps this frame: not the samples decoded so far
+        raise
     return DecodedAudio(output.result(), reader.note)
 
 
@@ -321,8 +325,6 @@ class AudioReader:
         """Decode every track until each has ``_PROBE_SAMPLES`` (when there are several), then only
         the one chosen (``_choose``), whose samples go out as they come."""
         what, limit, tracks = self.what, self.limit, self._tracks
-        if self._container is None:
-            return
         live = list(tracks)  # the tracks still decoded: all of them until one is chosen
         chosen = tracks[0] if len(tracks) == 1 else None
         produced = 0

@@ -50,7 +50,7 @@ from .decoding import DecodeOptions
 from .mel import log_mel
 from .onepass import HOP_LENGTH, AudioJob, Slice, encode_step, run_job
 from .results import Segment, TagResult, TagWindow, TranscriptionResult
-from .tagging import MIN_TAG_SECONDS, TagOptions, speech_probability, tag_segments, tag_windows
+from .tagging import TagOptions, speech_probability, tag_segments, tag_windows, untagged
 from .windows import Window, WindowOptions, plan_next
 
 ENCODINGS = ("pcm_s16le", "pcm_f32le", "container")
@@ -390,9 +390,8 @@ class StreamJob(AudioJob):
         fresh = range(self._emitted_tags, len(scores))
         self._emitted_tags = len(scores)
         windows = tag_windows(scores[fresh.start :], bounds[fresh.start :], self.model.head.card.labels, self.tag_options)
-        for window in windows:  # as the result will have them (``honest_tags``)
-            if self.levels.silent(window.start, window.end) or (self.ended and self.duration < MIN_TAG_SECONDS):
-                window.labels = []
+        for i in untagged(self.levels, windows, self.duration):  # as the result will have them (``honest_tags``)
+            windows[i].labels = []
         return windows
 
     def new_segments(self) -> list[Segment]:

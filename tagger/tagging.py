@@ -227,25 +227,31 @@ class Levels:
         return float(self.high[first:last].max()) - float(self.low[first:last].min()) < 2 * SILENT_LEVEL
 
 
+def untagged(levels: Levels, windows: list[TagWindow], duration: float) -> list[int]:
+    """The tag windows that carry no labels: every one of audio shorter than ``MIN_TAG_SECONDS``,
+    else the silent ones."""
+    if duration < MIN_TAG_SECONDS:
+        return list(range(len(windows)))
+    return [i for i, w in enumerate(windows) if levels.silent(w.start, w.end)]
+
+
 def honest_tags(levels: Levels, result: TagResult) -> None:
     """Degenerate audio gets a note, not confident tags. Audio shorter than ``MIN_TAG_SECONDS`` has
     no tags at all; a silent tag window has no labels, its scores are 0, and sound events and segment
     tags that lie only in silent windows go. Silent audio gets a note even when it has no tags."""
     windows = result.tags
+    silent = untagged(levels, windows, result.duration)
     if windows and result.duration < MIN_TAG_SECONDS:
-        silent = list(range(len(windows)))
         result.notes.append(f"the audio is {result.duration:g} s long, too short for sound tags (they need at least "
                             f"{MIN_TAG_SECONDS:g} s), so there are none")
-    else:
-        silent = [i for i, w in enumerate(windows) if levels.silent(w.start, w.end)]
-        if windows and len(silent) == len(windows):
-            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed), "
-                                "so there are no sound tags")
-        elif silent:
-            result.notes.append(f"{len(silent)} of {len(windows)} tag windows are silent (no level above -60 dBFS), "
-                                "so they carry no tags")
-        elif not windows and levels.silent():
-            result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed)")
+    elif windows and len(silent) == len(windows):
+        result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed), "
+                            "so there are no sound tags")
+    elif silent:
+        result.notes.append(f"{len(silent)} of {len(windows)} tag windows are silent (no level above -60 dBFS), "
+                            "so they carry no tags")
+    elif not windows and levels.silent():
+        result.notes.append("the audio is silent (no level above -60 dBFS once a constant offset is removed)")
     if not silent:
         return
     for i in silent:
