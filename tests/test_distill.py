@@ -206,6 +206,21 @@ def test_a_distilled_head_follows_the_teacher_on_all_527_classes(packed_cache, l
 # --------------------------------------------------------------------------- the pool
 
 
+def test_event_thresholds_are_calibrated_only_where_the_dev_split_has_positives_enough():
+    from tagger.corpus.distil import CALIBRATION_POSITIVES, best_f1_thresholds
+
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 0.3, size=(100, 3))
+    positive = np.zeros((100, 3), dtype=bool)
+    positive[:CALIBRATION_POSITIVES, 0] = True  # class 0: enough positives, all scoring 0.6-0.7
+    scores[:CALIBRATION_POSITIVES, 0] = np.linspace(0.6, 0.7, CALIBRATION_POSITIVES)
+    positive[0, 1] = True  # class 1: one positive scoring 0.02, under most negatives' scores
+    scores[0, 1] = 0.02
+    thresholds = best_f1_thresholds(scores, positive, default=0.5)
+    assert 0.3 <= thresholds[0] < 0.6  # between the highest negative and the lowest positive
+    assert thresholds[1] == 0.5 and thresholds[2] == 0.5  # too few positives, none: the default
+
+
 def test_pieces_of_a_recording_are_at_most_10_seconds():
     rng = np.random.default_rng(0)
     long = rng.standard_normal(45 * SAMPLE_RATE).astype(np.float32) * 0.1

@@ -154,7 +154,7 @@ def test_models_labels_docs_cors_and_request_ids(client: httpx.Client, main_serv
     labels = client.get("/v1/audio/labels").json()
     served = json.loads(card_path(bundled_head_path("tiny.en")).read_text())["labels"]
     assert labels["data"] == served and labels["head"] == "earmark-default-tiny.en"
-    assert labels["data"][0] == {"index": 0, "mid": "/m/09x0r", "name": "Speech"} and len(served) < 527
+    assert labels["data"][0] == {"index": 0, "mid": "/m/09x0r", "name": "Speech"}
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "multipart/form-data" in spec["paths"][TRANSCRIBE]["post"]["requestBody"]["content"]
