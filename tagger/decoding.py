@@ -30,6 +30,7 @@ MIN_TOKENS = 16
 CONTINUATIONS = 3  # rounds of continuing a window whose text stopped early
 UNFINISHED_SECONDS = 1.0  # a window whose text stops this long before its end, over speech, is continued
 SEGMENT_TOKENS = 48  # a continuation keeps one segment: at most this many new tokens (segments are mostly under 25)
+CONTEXT_TOKENS = 32  # a continuation is prompted with the window's last whole segments, at most this many tokens
 
 
 @dataclass(frozen=True)
@@ -238,14 +239,15 @@ class Decoder:
                              attempts: list[Attempt]) -> None:
         """Whisper sometimes ends a window's text early, though speech goes on: openai-whisper
         then encodes again from the last timestamp. Here the same features are decoded again with
-        the text so far and a new segment's opening timestamp as the prefix, in one batch for all
+        the window's last segments (``CONTEXT_TOKENS``: a longer prefix costs decoding time, not
+        accuracy, measured) and a new segment's opening timestamp as the prefix, in one batch for all
         such windows, up to ``CONTINUATIONS`` rounds; a continuation that is unsure, loops or repeats
         the last piece is dropped (and ends that window's rounds)."""
         begin = self.tokenizer("en").timestamp_begin
         candidates = set(range(len(attempts)))
         continued: set[int] = set()  # a continuation ends on one timestamp: it may be continued again
         for _ in range(CONTINUATIONS):
-            rows, prompts, budgets = [], [], []
+            rows, prompts, budgets, prefixes = [], [], [], []
             for row in sorted(candidates):
                 window, tokens = windows[row], attempts[row].tokens
                 if self._silence(attempts[row]) or len(tokens) < 2 or tokens[-1] < begin:
@@ -256,13 +258,14 @@ class Decoder:
                 if window.offset + window.seconds - last < UNFINISHED_SECONDS or window.speech(last + 0.3) < 0.5:
                     continue
                 rows.append(row)
-                prompts.append(self._prompt_tokens(self.tokenizer(languages[row])) + tokens + [tokens[-1]])
+                context = recent_segments(tokens, begin, CONTEXT_TOKENS)
+                prefixes.append(len(context) + 1)
+                prompts.append(self._prompt_tokens(self.tokenizer(languages[row])) + context + [tokens[-1]])
                 budgets.append(token_budget(window.offset + window.seconds - last))
             candidates = set()
             if not rows:
                 return
-            more = self._generate(features_view(features[rows]), prompts, budgets, 0.0, 0,
-                                  [len(attempts[row].tokens) + 1 for row in rows], go_on=True)
+            more = self._generate(features_view(features[rows]), prompts, budgets, 0.0, 0, prefixes, go_on=True)
             for row, extra in zip(rows, more):
                 attempt = attempts[row]
                 if self._failed(extra) or self._silence(extra) or not extra.text.strip():
@@ -380,6 +383,14 @@ def decode_together(shares: list[Share]) -> list[list[Segment]]:
             share.error = error
             added.append([])
     return added
+
+
+def recent_segments(tokens: list[int], timestamp_begin: int, limit: int) -> list[int]:
+    """The last whole segments of ``tokens`` (text between timestamp pairs) that fit in ``limit``
+    tokens; at least the last segment."""
+    starts = [i for i, token in enumerate(tokens) if token >= timestamp_begin and (i == 0 or tokens[i - 1] >= timestamp_begin)]
+    fitting = [i for i in starts if len(tokens) - i <= limit] or starts[-1:] or [0]
+    return tokens[fitting[0] :]
 
 
 def first_segment(tokens: list[int], timestamp_begin: int) -> list[int]:

@@ -3,6 +3,7 @@ real weights and real recordings."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from speech_fixtures import long_speech, speech_clips
 from test_pipeline import EncoderCounter
 
 from tagger import DecodeOptions, load_audio
-from tagger.decoding import features_view
+from tagger.decoding import features_view, recent_segments
 from tagger.mel import log_mel
 from tagger.windows import GRID, Window, WindowOptions, plan_next, plan_windows
 
@@ -30,7 +31,7 @@ def test_windows_tile_the_audio_on_the_tag_grid(speech_95s):
     audio, _ = speech_95s
     windows = plan_windows(audio)
     assert windows[0].start == 0 and windows[-1].end == len(audio)
-    for window, following in zip(windows, windows[1:]):
+    for window, following in itertools.pairwise(windows):
         assert window.end == following.start  # no gap, no overlap
         assert window.end % GRID == 0  # cuts on the 0.4 s grid of the tag stream
     assert all(0 < w.samples <= 30 * 16000 for w in windows)
@@ -174,3 +175,18 @@ def test_a_short_burst_does_not_make_a_long_segment_speech():
     assert window.segment_speech(10.0 + 90 * 0.032, 10.0 + 200 * 0.032) == pytest.approx(0.95 * (16 / 110) / 0.25, rel=0.05)
     assert window.segment_speech(10.0 + 195 * 0.032, 10.0 + 285 * 0.032) == pytest.approx(0.9)
     assert both == pytest.approx(0.95, rel=1e-3)
+
+
+def test_a_continuation_is_prompted_with_the_last_whole_segments():
+    """A window's text that stopped early is continued from its last segments, not all of it: the
+    prompt stays short (decoding cost follows it) and starts at a segment's opening timestamp."""
+    begin = 50364
+    segments = [[begin + 0, 1, 2, 3, begin + 50], [begin + 50, 4, 5, begin + 90],
+                [begin + 90, 6, 7, 8, 9, 10, begin + 200], [begin + 200, 11, begin + 260]]
+    tokens = [t for segment in segments for t in segment]
+    assert recent_segments(tokens, begin, 100) == tokens
+    assert recent_segments(tokens, begin, 10) == segments[2] + segments[3]
+    assert recent_segments(tokens, begin, 9) == segments[3]
+    assert recent_segments(tokens, begin, 2) == segments[3]  # the last segment, whatever its length
+    continued = tokens + [begin + 260, 12, 13, begin + 300]  # a continuation's segment opens on one timestamp
+    assert recent_segments(continued, begin, 8) == [begin + 200, 11, begin + 260, begin + 260, 12, 13, begin + 300]
