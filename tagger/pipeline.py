@@ -56,7 +56,7 @@ class EarmarkModel:
     """A frozen Whisper model with an optional tagging head. Create it with ``load_model``."""
 
     def __init__(self, whisper_model, weights: ResolvedWeights, head: LoadedHead | None = None,
-                 encode_batch_size: int = 8, text_decoder=None, decode_batch_size: int = 8,
+                 encode_batch_size: int = 8, text_decoder=None, decode_batch_size: int = 16,
                  window_options: WindowOptions | None = None):
         self.whisper = whisper_model
         self.weights = weights
