@@ -52,7 +52,7 @@ from tagger.train.trainer import state_dir
 
 CLASSES = ("Speech", "Laughter", "Walk, footsteps", "Door", "Explosion", "Ringtone", "Bird vocalization, bird call, bird song",
            "Drum", "Cymbal", "Music")
-HEADS = ("linear", "last_mlp", "wa_mlp", "wa_tr", "tl_tr")  # tl_tr_512 is TL-Tr for wide encoders
+HEADS = ("linear", "stats", "last_mlp", "wa_mlp", "wa_tr", "tl_tr")  # tl_tr_512 is TL-Tr for wide encoders
 MODELS = ("tiny.en", "base")
 SPLITS = ("train", "dev", "test")
 TEST_SHARE, MIN_TEST = 0.35, 6
@@ -242,7 +242,7 @@ def table(cache: Path) -> str:
         scored = "" if r["device"] == "cpu" else f" ({r['device']})"
         times = " | ".join(f"{runs[d]['train_seconds']:.0f} s (load {runs[d]['load_average']:.1f})" if d in runs else "-"
                            for d in devices)
-        lines.append(f"| {model} | `{head}`{' (the auto default)' if head == 'wa_mlp' else ''} | "
+        lines.append(f"| {model} | `{head}`{' (the auto default)' if head == 'stats' else ''} | "
                      f"{r['test_mAP']:.3f}{scored} | {r['test_accuracy']:.3f}{scored} | {times} | "
                      f"{r['steps']:,} of {r['planned_steps']:,} | {r['parameters']:,} |")
     return "\n".join(lines)

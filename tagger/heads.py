@@ -248,6 +248,27 @@ class LinearProbe(Head):
         return self.linear(pooled.flatten(1).to(x.dtype))
 
 
+@register_head
+class StatsProbe(Head):
+    """The linear probe with the time maximum beside the mean: each block's mean and maximum over
+    time, each normalised on its own (a LayerNorm without parameters), the ``2 * L`` vectors
+    concatenated, one Linear layer. A short event (a bark, a knock) moves a block's maximum far more
+    than its mean over a clip."""
+
+    head_type = "stats"
+
+    def __init__(self, n_layers: int, d_model: int, n_classes: int = AUDIOSET_CLASSES):
+        super().__init__(n_layers, d_model, n_classes)
+        self.linear = Linear(2 * n_layers * d_model, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        x = x.float()
+        pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # [B, 2L, D]
+        pooled = nn.functional.layer_norm(pooled, (self.d_model,))
+        return self.linear(pooled.flatten(1).to(self.linear.weight.dtype))
+
+
 def create_head(head_type: str, n_layers: int, d_model: int, n_classes: int = AUDIOSET_CLASSES) -> Head:
     """A freshly initialised head of ``head_type`` for an encoder of ``n_layers`` blocks of width ``d_model``."""
     try:

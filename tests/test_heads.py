@@ -22,7 +22,7 @@ from tagger.heads import (
 )
 from tagger.labels import LabelSet, audioset
 
-ALL_TYPES = ["last_mlp", "wa_mlp", "wa_tr", "tl_tr", "tl_tr_512", "linear"]
+ALL_TYPES = ["last_mlp", "wa_mlp", "wa_tr", "tl_tr", "tl_tr_512", "linear", "stats"]
 L, D = 4, 64  # a small encoder for the generic head tests
 
 
@@ -397,6 +397,26 @@ def test_linear_probe_is_a_logistic_regression_on_every_blocks_mean():
         torch.testing.assert_close(probe(moved), probe(x))
         assert not torch.allclose(probe(x.flip(1)), probe(x))  # the blocks are not averaged
 
+
+
+def test_stats_head_reads_each_blocks_mean_and_maximum():
+    """``stats``: the probe's normalised time means of every block and, beside them, the normalised
+    time maxima; a short loud step moves the maximum where the mean hardly moves."""
+    torch.manual_seed(0)
+    x = torch.randn(2, L, 30, D)
+    head = create_head("stats", L, D, 5)
+    assert head.linear.weight.shape == (5, 2 * L * D)
+    pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
+    centred = pooled - pooled.mean(dim=-1, keepdim=True)
+    normalised = centred / (centred.pow(2).mean(dim=-1, keepdim=True) + 1e-5).sqrt()
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), normalised.reshape(2, 2 * L * D) @ head.linear.weight.T + head.linear.bias,
+                                   rtol=1e-4, atol=1e-4)
+        head.linear.weight[:, : L * D] = 0  # the maxima only
+        burst = x.clone()
+        burst[:, :, 7] += 5.0  # one 0.4 s step, loud in every dimension
+        assert not torch.allclose(head(burst), head(x), atol=1e-2)
+        torch.testing.assert_close(head(x[:, :, torch.randperm(30)]), head(x))  # the order of the steps is no matter
 
 # ---------------------------------------------------------------------------------------------
 # Parameter counts against the published head sizes (millions)

@@ -29,7 +29,7 @@ from tagger.train.datasets import DatasetError, default_multi_label, detect_form
 from tagger.train.evaluate import add_evaluate_arguments, confusion_matrix, run_evaluate
 from tagger.train.extract import add_extract_arguments, run_extract
 from tagger.train.features import FeatureCache, extract_features
-from tagger.train.recipe import LARGE_DATA, SMALL_HEAD_DATA, SMALL_STEPS, choose_recipe
+from tagger.train.recipe import EARLY_STOP_DEV, LARGE_DATA, SMALL_HEAD_DATA, SMALL_STEPS, choose_recipe
 from tagger.train.trainer import TrainConfig, add_train_arguments, config_from_args, lr_factor, run_train, train_head
 
 WINDOW = "2.0"
@@ -205,7 +205,7 @@ def test_the_auto_recipe_fits_the_data(caches):
     config = auto.config
     assert config.epochs * config.epoch_steps >= SMALL_STEPS and config.schedule == "cosine"
     assert config.lr == pytest.approx(1e-3) and config.warmup_steps == config.epochs * config.epoch_steps // 10
-    assert config.early_stop >= 5 and config.head_type == "wa_mlp"  # a small set: the light head
+    assert config.early_stop >= 5 and config.head_type == "stats"  # a small set: the light head
     notes = "\n".join(auto.notes)
     assert "the 4 AudioSet classes the training clips name" in notes and "single-label" in notes
     assert "too few to converge" in notes and "lr 0.001" in notes and "early stopping" in notes
@@ -218,6 +218,9 @@ def test_the_auto_recipe_fits_the_data(caches):
     large = choose_recipe(args, train, n_clips=LARGE_DATA)
     assert large.config == TrainConfig() and large.columns is not None  # the reference schedule, the data's classes
     assert choose_recipe(args, train, n_clips=SMALL_HEAD_DATA).config.head_type == "tl_tr"
+    few_dev = choose_recipe(args, train, n_dev=EARLY_STOP_DEV - 1)  # a dev set too small to stop on
+    assert few_dev.config.early_stop == 0 and "no early stopping" in "\n".join(few_dev.notes)
+    assert choose_recipe(args, train, n_dev=EARLY_STOP_DEV).config.early_stop == config.early_stop
 
 
 def test_early_stopping_keeps_the_best_epoch(caches, tmp_path: Path):

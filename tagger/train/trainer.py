@@ -968,7 +968,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         train = join_caches([FeatureCache.open(path) for path in args.train])
         dev = FeatureCache.open(args.dev) if args.dev else None
-        recipe = choose_recipe(args, train, teacher=bool(args.teacher_labels))
+        recipe = choose_recipe(args, train, teacher=bool(args.teacher_labels), n_dev=len(dev) if dev is not None else None)
         config = recipe.config
         if rank == 0:
             print(f"earmark train: recipe {recipe.name}, {len(train)} training clips:", file=sys.stderr)
