@@ -240,12 +240,13 @@ def test_early_stopping_keeps_the_best_epoch(caches, tmp_path: Path):
 def test_train_with_the_auto_recipe_and_evaluate_on_audioset_labels(caches, tmp_path: Path, capsys):
     train, test = caches
     out = tmp_path / "drums.safetensors"
-    args = parse(add_train_arguments, ["--train", train.path, "--dev", test.path, "--head", "wa_mlp", "--steps", 100,
+    args = parse(add_train_arguments, ["--train", train.path, "--dev", test.path, "--steps", 100,
                                        "--window", WINDOW, "--out", out, "--no-plot"])
     assert run_train(args) == 0
     printed = capsys.readouterr()
     assert "earmark train: recipe auto, 32 training clips:" in printed.err
     assert "4 AudioSet classes" in printed.err and "100 optimizer steps (as given)" in printed.err
+    assert "head stats: 32 training clips" in printed.err and "no early stopping: 8 dev clips" in printed.err
     assert "accuracy" in printed.out
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["multi_label"] is False and [label["name"] for label in card["labels"]] == list(IN_AUDIOSET_ORDER)
@@ -253,6 +254,7 @@ def test_train_with_the_auto_recipe_and_evaluate_on_audioset_labels(caches, tmp_
     assert card["extra"]["recipe"]["recipe"] == "auto" and card["extra"]["hyperparameters"]["epoch_steps"] == 25
     head = load_head(out)
     assert head.card.labels.name == "audioset-subset" and len(head.card.labels) == 4
+    assert head.card.head_type == "stats" and card["extra"]["hyperparameters"]["early_stop"] == 0
 
     args = parse(add_evaluate_arguments, ["--head", out, "--features", test.path, "--eval-window", WINDOW, "--json"])
     assert run_evaluate(args) == 0  # the 527-class test cache, scored on the head's 4 classes by mid
