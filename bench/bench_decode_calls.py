@@ -12,16 +12,15 @@ Inputs come from bench/bench_inputs.py (the packages source, with transcripts).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
 
 import numpy as np
 import torch
-from bench_inputs import cache_dir
+from bench_inputs import packages_input
 from bench_suite import word_error_rate
 
-from tagger import decoding, load_audio, load_model
+from tagger import decoding, load_model
 from tagger.heads import LoadedHead
 
 
@@ -45,10 +44,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    folder = cache_dir() / "inputs" / "packages"
-    manifest = json.loads((folder / f"bench-{args.input}.json").read_text())
-    reference = " ".join(item["transcript"] for item in manifest["items"] if item.get("transcript"))
-    audio = load_audio(folder / f"bench-{args.input}.wav")
+    audio, reference = packages_input(args.input)
     model = load_model(args.model, device="cpu")
     if args.decode_batch:
         model.decode_batch_size = args.decode_batch

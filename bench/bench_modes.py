@@ -8,16 +8,14 @@ Inputs come from bench/bench_inputs.py (the packages source, with transcripts).
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-from bench_inputs import cache_dir
+from bench_inputs import packages_input
 from bench_suite import word_error_rate
-from tagger import load_audio, load_model
+
+from tagger import load_model
 
 MODES = {
     "sequential (condition_on_previous_text=True)": {"condition_on_previous_text": True},
@@ -35,10 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    folder = cache_dir() / "inputs" / "packages"
-    manifest = json.loads((folder / f"bench-{args.input}.json").read_text())
-    reference = " ".join(item["transcript"] for item in manifest["items"] if item.get("transcript"))
-    audio = load_audio(folder / f"bench-{args.input}.wav")
+    audio, reference = packages_input(args.input)
     model = load_model(args.model, device="cpu")
     model.transcribe(audio[:16000 * 5], language="en")  # warm-up
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
