@@ -232,8 +232,8 @@ def load_model(
     device = torch.device(device or default_device())
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for, but this torch sees no CUDA GPU; use device='cpu'")
-    whisper_model, weights = load_whisper(name, device, cache_dir=cache_dir, download=download)
-    whisper_model.decoder = None  # CTranslate2 decodes: the torch text decoder (base: 210 MB of float32) is let go
+    # CTranslate2 decodes: openai-whisper's torch text decoder (base: 210 MB of float32) is never loaded
+    whisper_model, weights = load_whisper(name, device, cache_dir=cache_dir, download=download, text_decoder=False)
     loaded_head: LoadedHead | None
     if head is None or isinstance(head, LoadedHead):
         loaded_head = head

@@ -618,13 +618,24 @@ def _is_official(weights: ResolvedWeights) -> bool:
 
 
 def load_whisper(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *,
-                 cache_dir: Path | None = None, download: bool | None = None) -> tuple[Whisper, ResolvedWeights]:
-    """Resolve weights and build the openai-whisper model (eval mode, on ``device``, alignment heads set)."""
+                 cache_dir: Path | None = None, download: bool | None = None,
+                 text_decoder: bool = True) -> tuple[Whisper, ResolvedWeights]:
+    """Resolve weights and build the openai-whisper model (eval mode, on ``device``, alignment heads
+    set). ``text_decoder=False``: without openai-whisper's torch text decoder (``model.decoder`` is
+    None: Earmark decodes with CTranslate2), whose weights are then never read into memory (the
+    checkpoint is memory-mapped)."""
     weights = resolve_weights(name_or_path, cache_dir=cache_dir, download=download)
-    checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True, mmap=not text_decoder)
+    except RuntimeError:  # a checkpoint in torch's legacy format cannot be memory-mapped
+        checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True)
     dims = ModelDimensions(**checkpoint["dims"])
     model = Whisper(dims)
-    model.load_state_dict(checkpoint["model_state_dict"], strict=True)
+    state = checkpoint["model_state_dict"]
+    if not text_decoder:
+        model.decoder = None
+        state = {key: value for key, value in state.items() if not key.startswith("decoder.")}
+    model.load_state_dict(state, strict=True)
     heads = checkpoint.get("alignment_heads")
     if heads is not None:
         model.register_buffer("alignment_heads", _alignment_mask(heads, dims).to_sparse(), persistent=False)
