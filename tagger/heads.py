@@ -237,36 +237,34 @@ class LinearProbe(Head):
     normalised features either way."""
 
     head_type = "linear"
+    n_statistics = 1  # pooled vectors per block
 
     def __init__(self, n_layers: int, d_model: int, n_classes: int = AUDIOSET_CLASSES):
         super().__init__(n_layers, d_model, n_classes)
-        self.linear = Linear(n_layers * d_model, n_classes)
+        self.linear = Linear(self.n_statistics * n_layers * d_model, n_classes)
+
+    def statistics(self, x: Tensor) -> Tensor:
+        """``[B, L, T, D]`` -> the pooled vectors ``[B, n_statistics * L, D]``: each block's time mean."""
+        return x.mean(dim=2)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        pooled = nn.functional.layer_norm(x.float().mean(dim=2), (self.d_model,))  # [B, L, D], in float32
+        pooled = nn.functional.layer_norm(self.statistics(x.float()), (self.d_model,))  # in float32
         return self.linear(pooled.flatten(1).to(x.dtype))
 
 
 @register_head
-class StatsProbe(Head):
+class StatsProbe(LinearProbe):
     """The linear probe with the time maximum beside the mean: each block's mean and maximum over
     time, each normalised on its own (a LayerNorm without parameters), the ``2 * L`` vectors
     concatenated, one Linear layer. A short event (a bark, a knock) moves a block's maximum far more
     than its mean over a clip."""
 
     head_type = "stats"
+    n_statistics = 2
 
-    def __init__(self, n_layers: int, d_model: int, n_classes: int = AUDIOSET_CLASSES):
-        super().__init__(n_layers, d_model, n_classes)
-        self.linear = Linear(2 * n_layers * d_model, n_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        x = x.float()
-        pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # [B, 2L, D]
-        pooled = nn.functional.layer_norm(pooled, (self.d_model,))
-        return self.linear(pooled.flatten(1).to(self.linear.weight.dtype))
+    def statistics(self, x: Tensor) -> Tensor:
+        return torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
 
 
 def create_head(head_type: str, n_layers: int, d_model: int, n_classes: int = AUDIOSET_CLASSES) -> Head:

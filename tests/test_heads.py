@@ -398,7 +398,6 @@ def test_linear_probe_is_a_logistic_regression_on_every_blocks_mean():
         assert not torch.allclose(probe(x.flip(1)), probe(x))  # the blocks are not averaged
 
 
-
 def test_stats_head_reads_each_blocks_mean_and_maximum():
     """``stats``: the probe's normalised time means of every block and, beside them, the normalised
     time maxima; a short loud step moves the maximum where the mean hardly moves."""
@@ -417,6 +416,7 @@ def test_stats_head_reads_each_blocks_mean_and_maximum():
         burst[:, :, 7] += 5.0  # one 0.4 s step, loud in every dimension
         assert not torch.allclose(head(burst), head(x), atol=1e-2)
         torch.testing.assert_close(head(x[:, :, torch.randperm(30)]), head(x))  # the order of the steps is no matter
+
 
 # ---------------------------------------------------------------------------------------------
 # Parameter counts against the published head sizes (millions)
