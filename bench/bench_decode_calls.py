@@ -20,7 +20,7 @@ import torch
 from bench_inputs import packages_input
 from bench_suite import word_error_rate
 
-from tagger import decoding, load_model
+from tagger import decoding, load_audio, load_model
 from tagger.heads import LoadedHead
 
 
@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    audio, reference = packages_input(args.input)
+    path, reference = packages_input(args.input)
+    audio = load_audio(path)
     model = load_model(args.model, device="cpu")
     if args.decode_batch:
         model.decode_batch_size = args.decode_batch

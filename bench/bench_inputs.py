@@ -74,13 +74,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EARMARK_BENCH_CACHE") or Path.home() / ".cache" / "earmark-bench")
 
 
-def packages_input(name: str) -> tuple[np.ndarray, str]:
+def packages_input(name: str) -> tuple[Path, str]:
     """A bench input built from the packages (``bench-NAME.wav``, made by this script) and its
     reference transcript (the transcripts of its speech pieces, in order)."""
     folder = cache_dir() / "inputs" / "packages"
     manifest = json.loads((folder / f"bench-{name}.json").read_text())
     reference = " ".join(item["transcript"] for item in manifest["items"] if item.get("transcript"))
-    return load_audio(folder / f"bench-{name}.wav"), reference
+    return folder / f"bench-{name}.wav", reference
 
 
 # --------------------------------------------------------------------------- packages

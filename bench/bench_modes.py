@@ -15,7 +15,7 @@ import torch
 from bench_inputs import packages_input
 from bench_suite import word_error_rate
 
-from tagger import load_model
+from tagger import load_audio, load_model
 
 MODES = {
     "sequential (condition_on_previous_text=True)": {"condition_on_previous_text": True},
@@ -33,7 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    audio, reference = packages_input(args.input)
+    path, reference = packages_input(args.input)
+    audio = load_audio(path)
     model = load_model(args.model, device="cpu")
     model.transcribe(audio[:16000 * 5], language="en")  # warm-up
     times: dict[str, list[float]] = {mode: [] for mode in MODES}

@@ -69,13 +69,11 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model, args.audio, args.threads)))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_inputs import cache_dir
+    from bench_inputs import packages_input
     from bench_suite import word_error_rate
 
-    folder = cache_dir() / "inputs" / "packages"
-    manifest = json.loads((folder / f"bench-{args.input}.json").read_text())
-    reference = " ".join(item["transcript"] for item in manifest["items"] if item.get("transcript"))
-    audio = str(folder / f"bench-{args.input}.wav")
+    path, reference = packages_input(args.input)
+    audio = str(path)
     rows: dict[str, list[dict]] = {s: [] for s in SYSTEMS}
     for run in range(args.runs):
         for system in SYSTEMS if run % 2 == 0 else reversed(SYSTEMS):

@@ -625,10 +625,13 @@ def load_whisper(name_or_path: str | os.PathLike, device: str | torch.device = "
     None: Earmark decodes with CTranslate2), whose weights are then never read into memory (the
     checkpoint is memory-mapped)."""
     weights = resolve_weights(name_or_path, cache_dir=cache_dir, download=download)
+    mmap = not text_decoder
     try:
-        checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True, mmap=not text_decoder)
-    except RuntimeError:  # a checkpoint in torch's legacy format cannot be memory-mapped
-        checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True, mmap=mmap)
+    except RuntimeError:
+        if not mmap:
+            raise
+        checkpoint = torch.load(weights.checkpoint, map_location="cpu", weights_only=True)  # torch's legacy format
     dims = ModelDimensions(**checkpoint["dims"])
     model = Whisper(dims)
     state = checkpoint["model_state_dict"]
