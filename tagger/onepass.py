@@ -138,13 +138,6 @@ class AudioJob:
             if limit is not None or (stop is not None and stop()):
                 break
 
-    def accept(self, first: int, encoded: Encoded, decode_batch: int = 1) -> None:
-        """``take``, then ``decode`` once ``decode_batch`` windows wait or all are encoded: what a
-        caller on a single thread does."""
-        self.take(first, encoded)
-        while self.undecoded >= decode_batch or (self.encoded_all and self.undecoded):
-            self.decode(limit=decode_batch)
-
     def result(self) -> TranscriptionResult | TagResult:
         """The finished result, once every window was taken and decoded, with what is known about
         the input in its notes: which audio track was used, and notes rather than tags for silent or
@@ -213,16 +206,70 @@ def encode_step(backbone: Backbone, slices: list[Slice], bf16: bool = False) -> 
 
 def run_job(backbone: Backbone, job: AudioJob, batch_size: int, decode_batch: int = 8,
             progress: Callable[[int], None] | None = None) -> TranscriptionResult | TagResult:
-    """Encode, tag and decode one job to the end: ``batch_size`` windows per encoder call,
-    ``decode_batch`` per decoder call when the options allow batches."""
-    if job.options is None or not job.options.batched:
-        decode_batch = 1
-    while not job.encoded_all:
-        piece = Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
-        job.accept(piece.first, encode_step(backbone, [piece])[0], decode_batch)
-        if progress is not None:
-            progress(piece.count)
+    """Encode, tag and decode one job to the end: ``batch_size`` windows per encoder call. The
+    text is decoded on a second thread beside the encoder (``decode_beside``), up to
+    ``decode_batch`` windows per decoder call when the options allow batches."""
+    if job.decoder is None:
+        while not job.encoded_all:
+            job.take(job.next_window, _encode_next(backbone, job, batch_size, progress))
+        return job.result()
+    decode_beside(job, decode_batch if job.options.batched else 1,
+                  lambda: _encode_next(backbone, job, batch_size, progress))
     return job.result()
+
+
+def _encode_next(backbone: Backbone, job: AudioJob, batch_size: int,
+                 progress: Callable[[int], None] | None) -> Encoded:
+    piece = Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
+    encoded = encode_step(backbone, [piece])[0]
+    if progress is not None:
+        progress(piece.count)
+    return encoded
+
+
+def decode_beside(job: AudioJob, decode_batch: int, encode_next: Callable[[], Encoded]) -> None:
+    """Encode all of ``job`` on this thread (``encode_next`` gives the next encoder output) while a
+    second thread decodes its text: it takes up to ``decode_batch`` waiting windows as soon as a
+    quarter of that many wait, or whatever waits once all are encoded. The encoder keeps both
+    cores busy and the decoder does not (small matrix products, a step at a time), so the two
+    overlap: on two cores a request takes about 0.8 of encoding and decoding in turn
+    (docs/benchmarks.md). A failure on either side stops both and is raised here."""
+    ready = max(1, decode_batch // 4)
+    arrived = threading.Condition()
+    encoded_all = threading.Event()
+    stopped = threading.Event()
+    failures: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            while not stopped.is_set():
+                with arrived:
+                    arrived.wait_for(lambda: job.undecoded >= ready or encoded_all.is_set() or stopped.is_set())
+                if stopped.is_set() or not job.undecoded:
+                    return
+                job.decode(stop=stopped.is_set, limit=decode_batch)
+        except BaseException as error:  # noqa: BLE001 - handed to the encoding thread, which raises it
+            failures.append(error)
+            stopped.set()
+
+    decoder = threading.Thread(target=decode, name="earmark-decode", daemon=True)
+    decoder.start()
+    try:
+        while not job.encoded_all and not stopped.is_set():
+            encoded = encode_next()
+            with arrived:
+                job.take(job.next_window, encoded)
+                arrived.notify()
+    except BaseException:
+        stopped.set()
+        raise
+    finally:
+        with arrived:
+            encoded_all.set()
+            arrived.notify()
+        decoder.join()
+    if failures:
+        raise failures[0]
 
 
 def pooled_features(backbone: Backbone, jobs: list[AudioJob], batch_size: int, bf16: bool = False

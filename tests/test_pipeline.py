@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 
 import jiwer
 import numpy as np
@@ -13,6 +14,8 @@ from conftest import seeded_head
 from speech_fixtures import foreign_speech, long_speech, speech_clips
 from whisper.normalizers import EnglishTextNormalizer
 
+import tagger.decoding
+import tagger.onepass
 from tagger import DecodeOptions, TagResult, TranscriptionResult, load_audio
 from tagger.audio import EmptyAudioError
 from tagger.pipeline import NO_HEAD_NOTE, EarmarkModel
@@ -22,9 +25,10 @@ class CountingDecoder:
     """Stands between the pipeline and its CTranslate2 decoder and records every call (the real
     decoder does the work)."""
 
-    def __init__(self, real):
+    def __init__(self, real, timeline: list[tuple[str, str]]):
         self.real = real
         self.calls: list[tuple[str, int, dict]] = []  # (method, batch size, keyword arguments)
+        self.timeline = timeline  # (method, thread), shared with the encoder's counter
 
     def __getattr__(self, name):
         method = getattr(self.real, name)
@@ -33,6 +37,7 @@ class CountingDecoder:
 
         def counted(features, *args, **kwargs):
             self.calls.append((name, features.shape[0], kwargs))
+            self.timeline.append((name, threading.current_thread().name))
             return method(features, *args, **kwargs)
 
         return counted
@@ -46,6 +51,7 @@ class EncoderCounter:
         self.encoder = model.whisper.encoder
         self.windows = 0
         self.encoder_calls = 0
+        self.timeline: list[tuple[str, str]] = []  # ("encode" or a decoder method, thread) in order
         self._encoder_forward = self.encoder.forward
 
     @property
@@ -56,11 +62,12 @@ class EncoderCounter:
         def encoder_forward(mel):
             self.encoder_calls += 1
             self.windows += mel.shape[0]
+            self.timeline.append(("encode", threading.current_thread().name))
             return self._encoder_forward(mel)
 
         self.encoder.forward = encoder_forward
         self.model.decoder(DecodeOptions())  # loads the text decoder
-        self.text = self.model.text_decoder = CountingDecoder(self.model.text_decoder)
+        self.text = self.model.text_decoder = CountingDecoder(self.model.text_decoder, self.timeline)
         return self
 
     def __exit__(self, *exc):
@@ -108,6 +115,50 @@ def test_one_encoder_pass_per_window_with_tags_language_detection_and_words(base
     assert result.language == "en"
     assert len(result.tags) == math.ceil(result.duration / 10)
     assert result.segments and all(s.words for s in result.segments)
+
+
+def test_text_is_decoded_on_a_second_thread_while_later_windows_are_encoded(tiny_en, speech_95s):
+    audio, _ = speech_95s
+    tiny_en.decode_batch_size = 4  # the decoder takes a window as soon as one waits
+    try:
+        with EncoderCounter(tiny_en) as counter:
+            result = tiny_en.transcribe(audio, tags=False)
+    finally:
+        tiny_en.decode_batch_size = 16
+    assert counter.windows == 4
+    timeline = counter.timeline
+    encodes = [i for i, (what, _) in enumerate(timeline) if what == "encode"]
+    decodes = [i for i, (what, _) in enumerate(timeline) if what == "generate"]
+    assert {thread for what, thread in timeline if what == "encode"} == {threading.main_thread().name}
+    assert {thread for what, thread in timeline if what != "encode"} == {"earmark-decode"}
+    assert decodes[0] < encodes[-1]  # decoding began before the last window was encoded
+    assert len(result.text.split()) > 100
+    assert [s.start for s in result.segments] == sorted(s.start for s in result.segments)
+    assert not [t for t in threading.enumerate() if t.name == "earmark-decode"]
+
+
+@pytest.mark.parametrize("side", ["decoder", "encoder"])
+def test_a_failure_on_either_thread_stops_both_and_is_raised(tiny_en, speech_95s, monkeypatch, side):
+    audio, _ = speech_95s
+    calls = []
+
+    def fail(*args, **kwargs):
+        calls.append(side)
+        if side == "encoder" and len(calls) < 3:
+            return real(*args, **kwargs)
+        raise RuntimeError(f"the {side} broke")
+
+    target = tagger.onepass if side == "encoder" else tagger.decoding.Decoder
+    name = "encode_step" if side == "encoder" else "finish"
+    real = getattr(target, name)
+    monkeypatch.setattr(target, name, fail)
+    tiny_en.decode_batch_size = 4
+    try:
+        with pytest.raises(RuntimeError, match=f"the {side} broke"):
+            tiny_en.transcribe(audio, tags=False)
+    finally:
+        tiny_en.decode_batch_size = 16
+    assert not [t for t in threading.enumerate() if t.name == "earmark-decode"]
 
 
 def test_one_encoder_pass_per_window_with_fallback_forced(tiny_en_tagged, speech_95s):
