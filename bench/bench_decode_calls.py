@@ -1,11 +1,14 @@
 """Where the text decoder's time goes on one bench input: the time inside CTranslate2's
 ``generate``, split into first decodings and continuations (a window whose text ended early,
 decoded again from its last timestamp), for continuation prompts of several lengths
-(``tagger.decoding.CONTEXT_TOKENS``), with the WER of each; also the time inside the tagging head.
-Settings alternate round by round in one process.
+(``tagger.decoding.CONTEXT_TOKENS``), with the WER of each; also the time inside the encoder and
+the tagging head. ``--beside on,off`` compares decoding on a second thread beside the encoder (the
+library's ``run_job``) with encoding and decoding in turn on one thread. Settings alternate round
+by round in one process; with decoding beside the encoder the parts overlap, so they add up to more
+than the request.
 
 Run: .venv/bin/python bench/bench_decode_calls.py --model base --context 10000,32 [--runs 2]
-     [--decode-batch 16]
+     [--decode-batch 16] [--beside on,off]
 Inputs come from bench/bench_inputs.py (the packages source, with transcripts).
 """
 
@@ -20,7 +23,8 @@ import torch
 from bench_inputs import packages_input
 from bench_suite import word_error_rate
 
-from tagger import decoding, load_audio, load_model
+from tagger import decoding, load_audio, load_model, onepass, pipeline
+from tagger.backbone import Backbone
 from tagger.heads import LoadedHead
 
 
@@ -34,6 +38,18 @@ def timed(totals: dict, key, function):
     return wrapper
 
 
+def in_turn(backbone, job, batch_size, decode_batch=8, progress=None):
+    """``run_job`` on one thread: each encoded window is decoded once ``decode_batch`` of them wait."""
+    if job.options is None or not job.options.batched:
+        decode_batch = 1
+    while not job.encoded_all:
+        piece = onepass.Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
+        job.take(piece.first, onepass.encode_step(backbone, [piece])[0])
+        while job.undecoded >= decode_batch or (job.encoded_all and job.undecoded):
+            job.decode(limit=decode_batch)
+    return job.result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="base")
@@ -42,6 +58,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--decode-batch", type=int, default=None, help="windows per decoder call (default: the model's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--beside", default="on", help="comma-separated: on (decode beside the encoder), off (in turn)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path, reference = packages_input(args.input)
@@ -54,27 +71,30 @@ def main() -> None:
     decoding.Decoder._generate = timed(totals, lambda *a, go_on=False, **k: "continuations" if go_on else "first decodings",
                                        decoding.Decoder._generate)
     LoadedHead.probabilities = timed(totals, lambda *a, **k: "head", LoadedHead.probabilities)
-    contexts = [int(c) for c in args.context.split(",")]
-    rows: dict[int, list[dict]] = {c: [] for c in contexts}
-    wers: dict[int, float] = {}
+    Backbone.encode = timed(totals, lambda *a, **k: "encoder", Backbone.encode)
+    settings = [(int(c), b) for c in args.context.split(",") for b in args.beside.split(",")]
+    runners = {"on": pipeline.run_job, "off": in_turn}
+    rows: dict[tuple, list[dict]] = {setting: [] for setting in settings}
+    wers: dict[tuple, float] = {}
     for _ in range(args.runs):
-        for context in contexts:
-            decoding.CONTEXT_TOKENS = context
+        for setting in settings:
+            decoding.CONTEXT_TOKENS, beside = setting
+            pipeline.run_job = runners[beside]
             totals.clear()
             started = time.perf_counter()
             result = model.transcribe(audio, language="en", tags=model.head is not None)
-            rows[context].append({"request": time.perf_counter() - started, **totals})
-            wers[context] = word_error_rate(result.text, reference)
+            rows[setting].append({"request": time.perf_counter() - started, **totals})
+            wers[setting] = word_error_rate(result.text, reference)
     print(f"model {args.model}, input {args.input}, {args.threads} threads, decode batch {model.decode_batch_size}, "
           f"transcript + tags, {args.runs} alternating rounds; seconds per request (median)")
-    print("| continuation prompt tokens | request s | first decodings s | continuations s | head s | WER |")
-    print("|---|---|---|---|---|---|")
-    for context in contexts:
-        median = {k: float(np.median([r.get(k, 0.0) for r in rows[context]]))
-                  for k in ("request", "first decodings", "continuations", "head")}
-        print(f"| {context} | {median['request']:.2f} | {median['first decodings']:.2f} | {median['continuations']:.2f} "
-              f"| {median['head']:.2f} | {wers[context] * 100:.1f} % |")
-
+    columns = ("request", "encoder", "first decodings", "continuations", "head")
+    print("| continuation prompt tokens | decoded beside the encoder | " + " | ".join(f"{c} s" for c in columns)
+          + " | WER |")
+    print("|---|---|" + "---|" * len(columns) + "---|")
+    for setting in settings:
+        median = [float(np.median([r.get(c, 0.0) for r in rows[setting]])) for c in columns]
+        print(f"| {setting[0]} | {setting[1]} | " + " | ".join(f"{m:.2f}" for m in median)
+              + f" | {wers[setting] * 100:.1f} % |")
 
 if __name__ == "__main__":
     main()

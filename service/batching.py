@@ -492,7 +492,7 @@ class Engine:
                 torch.set_num_threads(settings.threads)
             started = time.perf_counter()
             model = load_model(settings.model, head=settings.head, device=settings.device,
-                               compute_type=settings.compute_type, threads=settings.threads)
+                               compute_type=settings.compute_type)
             if settings.warmup:  # the first call pays for lazy setup (tokenizer, kernels): not a client
                 model.transcribe(np.zeros(SAMPLE_RATE, np.float32), language="en", temperature=0.0,
                                  tags=model.head is not None)

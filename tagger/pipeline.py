@@ -88,7 +88,7 @@ class EarmarkModel:
     def decoder(self, options: DecodeOptions) -> Decoder:
         """A text decoder for one recording."""
         if self.text_decoder is None:  # a model built by hand: the decoder for its weights, default compute type
-            self.text_decoder = _weights.load_ct2_whisper(self.weights, self.device.type, threads=torch.get_num_threads(),
+            self.text_decoder = _weights.load_ct2_whisper(self.weights, self.device.type, threads=decoder_threads(),
                                                           device_index=self.device.index or 0)
         if options.language not in (None, "en") and not self.is_multilingual:
             raise ValueError(f"{self.name} is English-only; language must be 'en' or None, not {options.language!r}")
@@ -212,6 +212,13 @@ class EarmarkModel:
             return run_job(self.backbone, job, self.encode_batch_size, self.decode_batch_size, bar.update)
 
 
+def decoder_threads() -> int:
+    """The text decoder's CPU threads: half of torch's, at least one. It decodes beside the encoder
+    (``tagger.onepass.decode_beside``), which keeps every core busy; on two cores, one decoder
+    thread made a 10-minute request 0.94 of its time with two (docs/benchmarks.md)."""
+    return max(1, torch.get_num_threads() // 2)
+
+
 def load_model(
     name: str | os.PathLike = "base",
     head: str | os.PathLike | LoadedHead | None = AUTO_HEAD,
@@ -228,7 +235,7 @@ def load_model(
     one, ``"default"`` for the bundled head (an error when there is none), a path to a head
     checkpoint or an official Whisper-AT ``.pth``, or None (transcripts only, no tags).
     ``compute_type``: the text decoder's CTranslate2 compute type ("default": int8 on a CPU,
-    float16 on a GPU); ``threads``: its CPU threads (default: torch's)."""
+    float16 on a GPU); ``threads``: its CPU threads (default: ``decoder_threads()``)."""
     device = torch.device(device or default_device())
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for, but this torch sees no CUDA GPU; use device='cpu'")
@@ -248,6 +255,6 @@ def load_model(
     if encode_batch_size is None:
         # on a CPU, batching windows makes the encoder slower per window (base: 0.54 s at 1, 0.65 s at 8)
         encode_batch_size = 16 if device.type == "cuda" else 1
-    text_decoder = _weights.load_ct2_whisper(weights, device.type, compute_type, threads=threads or torch.get_num_threads(),
+    text_decoder = _weights.load_ct2_whisper(weights, device.type, compute_type, threads=threads or decoder_threads(),
                                     device_index=device.index or 0, cache_dir=cache_dir)
     return EarmarkModel(whisper_model, weights, loaded_head, encode_batch_size, text_decoder)
