@@ -8,7 +8,7 @@ by round in one process; with decoding beside the encoder the parts overlap, so 
 than the request.
 
 Run: .venv/bin/python bench/bench_decode_calls.py --model base --context 10000,32 [--runs 2]
-     [--decode-batch 16] [--beside on,off]
+     [--decode-batch 16] [--beside on,off] [--timeline]
 Inputs come from bench/bench_inputs.py (the packages source, with transcripts).
 """
 
@@ -28,13 +28,17 @@ from tagger.backbone import Backbone
 from tagger.heads import LoadedHead
 
 
-def timed(totals: dict, key, function):
+def timed(totals: dict, key, function, calls: list | None = None):
+    """``function`` with its time added to ``totals[key(...)]``; each call's (kind, start, end) in ``calls``."""
     def wrapper(*args, **kwargs):
         started = time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
-            totals[key(*args, **kwargs)] += time.perf_counter() - started
+            ended = time.perf_counter()
+            totals[key(*args, **kwargs)] += ended - started
+            if calls is not None:
+                calls.append((key(*args, **kwargs), started, ended))
     return wrapper
 
 
@@ -58,6 +62,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--decode-batch", type=int, default=None, help="windows per decoder call (default: the model's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timeline", action="store_true",
+                        help="print when each encoder and decoder call of each setting's last request began and ended")
     parser.add_argument("--beside", default="on", help="comma-separated: on (decode beside the encoder), off (in turn)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,10 +74,12 @@ def main() -> None:
         model.decode_batch_size = args.decode_batch
     model.transcribe(audio[:16000 * 5], language="en")  # warm-up
     totals: dict = defaultdict(float)
+    calls: list[tuple[str, float, float]] = []
     decoding.Decoder._generate = timed(totals, lambda *a, go_on=False, **k: "continuations" if go_on else "first decodings",
-                                       decoding.Decoder._generate)
+                                       decoding.Decoder._generate, calls)
     LoadedHead.probabilities = timed(totals, lambda *a, **k: "head", LoadedHead.probabilities)
-    Backbone.encode = timed(totals, lambda *a, **k: "encoder", Backbone.encode)
+    Backbone.encode = timed(totals, lambda *a, **k: "encoder", Backbone.encode, calls)
+    timelines: dict[tuple, str] = {}
     settings = [(int(c), b) for c in args.context.split(",") for b in args.beside.split(",")]
     runners = {"on": pipeline.run_job, "off": in_turn}
     rows: dict[tuple, list[dict]] = {setting: [] for setting in settings}
@@ -81,9 +89,12 @@ def main() -> None:
             decoding.CONTEXT_TOKENS, beside = setting
             pipeline.run_job = runners[beside]
             totals.clear()
+            calls.clear()
             started = time.perf_counter()
             result = model.transcribe(audio, language="en", tags=model.head is not None)
             rows[setting].append({"request": time.perf_counter() - started, **totals})
+            timelines[setting] = f"request {time.perf_counter() - started:.2f} s; " + ", ".join(
+                f"{kind} {begin - started:.1f}-{end - started:.1f}" for kind, begin, end in calls)
             wers[setting] = word_error_rate(result.text, reference)
     print(f"model {args.model}, input {args.input}, {args.threads} threads, decode batch {model.decode_batch_size}, "
           f"transcript + tags, {args.runs} alternating rounds; seconds per request (median)")
@@ -95,6 +106,9 @@ def main() -> None:
         median = [float(np.median([r.get(c, 0.0) for r in rows[setting]])) for c in columns]
         print(f"| {setting[0]} | {setting[1]} | " + " | ".join(f"{m:.2f}" for m in median)
               + f" | {wers[setting] * 100:.1f} % |")
+    if args.timeline:
+        for setting, line in timelines.items():
+            print(f"\ncontext {setting[0]}, beside {setting[1]}, last request (seconds from its start): {line}")
 
 if __name__ == "__main__":
     main()

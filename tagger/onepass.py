@@ -232,7 +232,7 @@ def decode_beside(job: AudioJob, decode_batch: int, encode_next: Callable[[], En
     second thread decodes its text: it takes up to ``decode_batch`` waiting windows as soon as a
     quarter of that many wait, or whatever waits once all are encoded. The encoder keeps both
     cores busy and the decoder does not (small matrix products, a step at a time), so the two
-    overlap: on two cores a request takes about 0.8 of encoding and decoding in turn
+    overlap: on two cores a request takes about 0.7-0.8 of encoding and decoding in turn
     (docs/benchmarks.md). A failure on either side stops both and is raised here."""
     ready = max(1, decode_batch // 4)
     arrived = threading.Condition()
