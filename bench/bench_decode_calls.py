@@ -47,8 +47,7 @@ def in_turn(backbone, job, batch_size, decode_batch=8, progress=None):
     if job.options is None or not job.options.batched:
         decode_batch = 1
     while not job.encoded_all:
-        piece = onepass.Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
-        job.take(piece.first, onepass.encode_step(backbone, [piece])[0])
+        job.take(job.next_window, onepass._encode_next(backbone, job, batch_size, progress))
         while job.undecoded >= decode_batch or (job.encoded_all and job.undecoded):
             job.decode(limit=decode_batch)
     return job.result()

@@ -212,9 +212,9 @@ def run_job(backbone: Backbone, job: AudioJob, batch_size: int, decode_batch: in
     if job.decoder is None:
         while not job.encoded_all:
             job.take(job.next_window, _encode_next(backbone, job, batch_size, progress))
-        return job.result()
-    decode_beside(job, decode_batch if job.options.batched else 1,
-                  lambda: _encode_next(backbone, job, batch_size, progress))
+    else:
+        decode_beside(job, decode_batch if job.options.batched else 1,
+                      lambda: _encode_next(backbone, job, batch_size, progress))
     return job.result()
 
 
@@ -236,7 +236,6 @@ def decode_beside(job: AudioJob, decode_batch: int, encode_next: Callable[[], En
     (docs/benchmarks.md). A failure on either side stops both and is raised here."""
     ready = max(1, decode_batch // 4)
     arrived = threading.Condition()
-    encoded_all = threading.Event()
     stopped = threading.Event()
     failures: list[BaseException] = []
 
@@ -244,7 +243,7 @@ def decode_beside(job: AudioJob, decode_batch: int, encode_next: Callable[[], En
         try:
             while not stopped.is_set():
                 with arrived:
-                    arrived.wait_for(lambda: job.undecoded >= ready or encoded_all.is_set() or stopped.is_set())
+                    arrived.wait_for(lambda: job.undecoded >= ready or job.encoded_all or stopped.is_set())
                 if stopped.is_set() or not job.undecoded:
                     return
                 job.decode(stop=stopped.is_set, limit=decode_batch)
@@ -265,7 +264,6 @@ def decode_beside(job: AudioJob, decode_batch: int, encode_next: Callable[[], En
         raise
     finally:
         with arrived:
-            encoded_all.set()
             arrived.notify()
         decoder.join()
     if failures:
