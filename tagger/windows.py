@@ -33,7 +33,7 @@ class WindowOptions:
     max_seconds: float = 30.0
     search_seconds: float = 12.0
     late_bonus: float = 0.1
-    pause_seconds: float = 0.32
+    pause_seconds: float = 0.16
     speech_threshold: float = 0.5
 
     @property
