@@ -3,12 +3,14 @@
 decoded again from its last timestamp), for continuation prompts of several lengths
 (``tagger.decoding.CONTEXT_TOKENS``), with the WER of each; also the time inside the encoder and
 the tagging head. ``--beside on,off`` compares decoding on a second thread beside the encoder (the
-library's ``run_job``) with encoding and decoding in turn on one thread. Settings alternate round
+library's ``run_job``) with encoding and decoding in turn on one thread; ``--plan first,beside``
+compares planning every window before the first encoding with planning them on the decoding thread
+while the encoder runs (the library's way). Settings alternate round
 by round in one process; with decoding beside the encoder the parts overlap, so they add up to more
 than the request.
 
 Run: .venv/bin/python bench/bench_decode_calls.py --model base --context 10000,32 [--runs 2]
-     [--decode-batch 16] [--beside on,off] [--timeline]
+     [--decode-batch 16] [--beside on,off] [--plan beside,first] [--timeline]
 Inputs come from bench/bench_inputs.py (the packages source, with transcripts).
 """
 
@@ -44,6 +46,7 @@ def timed(totals: dict, key, function, calls: list | None = None):
 
 def in_turn(backbone, job, batch_size, decode_batch=8, progress=None):
     """``run_job`` on one thread: each encoded window is decoded once ``decode_batch`` of them wait."""
+    job.plan_ahead()
     if job.options is None or not job.options.batched:
         decode_batch = 1
     while not job.encoded_all:
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true",
                         help="print when each encoder and decoder call of each setting's last request began and ended")
     parser.add_argument("--beside", default="on", help="comma-separated: on (decode beside the encoder), off (in turn)")
+    parser.add_argument("--plan", default="beside",
+                        help="comma-separated: beside (windows planned on the decoding thread), first (all before encoding)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path, reference = packages_input(args.input)
@@ -78,15 +83,24 @@ def main() -> None:
                                        decoding.Decoder._generate, calls)
     LoadedHead.probabilities = timed(totals, lambda *a, **k: "head", LoadedHead.probabilities)
     Backbone.encode = timed(totals, lambda *a, **k: "encoder", Backbone.encode, calls)
+    onepass.plan_next = timed(totals, lambda *a, **k: "planning", onepass.plan_next, calls)
     timelines: dict[tuple, str] = {}
-    settings = [(int(c), b) for c in args.context.split(",") for b in args.beside.split(",")]
-    runners = {"on": pipeline.run_job, "off": in_turn}
+    settings = [(int(c), b, p) for c in args.context.split(",") for b in args.beside.split(",")
+                for p in args.plan.split(",")]
+    library = pipeline.run_job
+
+    def planned_first(backbone, job, *args, **kwargs):
+        job.plan_ahead()
+        return library(backbone, job, *args, **kwargs)
+
+    runners = {("on", "beside"): library, ("on", "first"): planned_first, ("off", "beside"): in_turn,
+               ("off", "first"): in_turn}
     rows: dict[tuple, list[dict]] = {setting: [] for setting in settings}
     wers: dict[tuple, float] = {}
     for _ in range(args.runs):
         for setting in settings:
-            decoding.CONTEXT_TOKENS, beside = setting
-            pipeline.run_job = runners[beside]
+            decoding.CONTEXT_TOKENS, beside, plan = setting
+            pipeline.run_job = runners[beside, plan]
             totals.clear()
             calls.clear()
             started = time.perf_counter()
@@ -97,17 +111,18 @@ def main() -> None:
             wers[setting] = word_error_rate(result.text, reference)
     print(f"model {args.model}, input {args.input}, {args.threads} threads, decode batch {model.decode_batch_size}, "
           f"transcript + tags, {args.runs} alternating rounds; seconds per request (median)")
-    columns = ("request", "encoder", "first decodings", "continuations", "head")
-    print("| continuation prompt tokens | decoded beside the encoder | " + " | ".join(f"{c} s" for c in columns)
-          + " | WER |")
-    print("|---|---|" + "---|" * len(columns) + "---|")
+    columns = ("request", "planning", "encoder", "first decodings", "continuations", "head")
+    print("| continuation prompt tokens | decoded beside the encoder | windows planned | "
+          + " | ".join(f"{c} s" for c in columns) + " | WER |")
+    print("|---|---|---|" + "---|" * len(columns) + "---|")
     for setting in settings:
         median = [float(np.median([r.get(c, 0.0) for r in rows[setting]])) for c in columns]
-        print(f"| {setting[0]} | {setting[1]} | " + " | ".join(f"{m:.2f}" for m in median)
+        print(f"| {setting[0]} | {setting[1]} | {setting[2]} | " + " | ".join(f"{m:.2f}" for m in median)
               + f" | {wers[setting] * 100:.1f} % |")
     if args.timeline:
         for setting, line in timelines.items():
-            print(f"\ncontext {setting[0]}, beside {setting[1]}, last request (seconds from its start): {line}")
+            print(f"\ncontext {setting[0]}, beside {setting[1]}, planned {setting[2]}, last request "
+                  f"(seconds from its start): {line}")
 
 if __name__ == "__main__":
     main()

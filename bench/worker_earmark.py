@@ -164,7 +164,7 @@ class EarmarkWorker:
 
         patches = [
             (pipeline, "load_audio", "decode (PyAV, resample)"),
-            (onepass, "plan_windows", "window planning (voice-activity detector)"),
+            (onepass, "plan_next", "window planning (voice-activity detector)"),
             (onepass, "log_mel", "log-mel"),
             (Backbone, "encode", "encoder (incl. block capture + 0.4 s pooling)"),
             (TagStream, "add", "tagging head"),

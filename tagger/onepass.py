@@ -33,7 +33,7 @@ from .tagging import (
     tag_segments,
     tag_windows,
 )
-from .windows import Window, WindowOptions, plan_windows
+from .windows import Window, WindowOptions, plan_next
 
 HOP_LENGTH = 160  # samples per mel frame
 NO_HEAD_NOTE = "no tagging head is loaded, so there are no sound tags; load one with load_model(..., head=PATH)"
@@ -45,9 +45,10 @@ def window_steps(window: Window) -> int:
 
 
 class AudioJob:
-    """One recording's way through the model: its windows are encoded in order (alone or batched
-    with other jobs' windows, ``encode_step``); each encoded batch goes to the tag stream at once
-    and to the decoder (``decode``, which may run on another thread)."""
+    """One recording's way through the model: its windows are planned (``plan_ahead``; the first
+    one at once), encoded in order (alone or batched with other jobs' windows, ``encode_step``);
+    each encoded batch goes to the tag stream at once and to the decoder (``decode``, which may run
+    on another thread)."""
 
     def __init__(self, model, samples: np.ndarray, options: DecodeOptions | None, tags: TagOptions | None,
                  window_options: WindowOptions | None = None):
@@ -57,7 +58,10 @@ class AudioJob:
         window_options = window_options or WindowOptions()
         self._setup(model, options, tags, window_options, round(len(samples) / SAMPLE_RATE, 3))
         self.levels.add(self.samples)
-        self.window_list = plan_windows(samples, window_options, need_speech=options is not None)
+        self.window_options = window_options
+        self.planned_all = False
+        self._plan_lock = threading.Lock()
+        self.plan_ahead(1)  # the encoder can start; the rest are planned beside it (``decode_beside``)
 
     def _setup(self, model, options: DecodeOptions | None, tags: TagOptions | None, window_options: WindowOptions,
                duration: float) -> None:
@@ -77,13 +81,30 @@ class AudioJob:
         self._undecoded: list[tuple[int, torch.Tensor]] = []  # (window, features [1500, D]) waiting for the decoder
         self._lock = threading.Lock()
 
+    def plan_ahead(self, count: int | None = None) -> int:
+        """Plan up to ``count`` more windows (None: all the rest); how many were planned. Safe from
+        two threads: the decoding thread plans while the encoder runs, and the encoder plans
+        what it needs next if it gets there first."""
+        planned = 0
+        while count is None or planned < count:
+            with self._plan_lock:  # one window at a time: the encoder never waits for more than one
+                if self.planned_all:
+                    break
+                start = self.window_list[-1].end if self.window_list else 0
+                window = plan_next(self.samples, start, True, self.window_options, self.options is not None)
+                self.window_list.append(window)
+                self.planned_all = window.end >= len(self.samples)
+            planned += 1
+        return planned
+
     @property
     def n_windows(self) -> int:
+        """Windows planned so far (all of them once ``planned_all``)."""
         return len(self.window_list)
 
     @property
     def encoded_all(self) -> bool:
-        return self.next_window >= self.n_windows
+        return self.planned_all and self.next_window >= self.n_windows
 
     @property
     def decoded_all(self) -> bool:
@@ -219,21 +240,25 @@ def run_job(backbone: Backbone, job: AudioJob, batch_size: int, decode_batch: in
 
 
 def _encode_next(backbone: Backbone, job: AudioJob, batch_size: int,
-                 progress: Callable[[int], None] | None) -> Encoded:
+                 progress: Callable[[float], None] | None) -> Encoded:
+    """The encoder's output for the next ``batch_size`` windows of ``job`` (fewer at its end),
+    planned here if the decoding thread has not planned them yet; ``progress`` gets their seconds."""
+    job.plan_ahead(job.next_window + batch_size - job.n_windows)
     piece = Slice(job, job.next_window, min(batch_size, job.n_windows - job.next_window))
     encoded = encode_step(backbone, [piece])[0]
     if progress is not None:
-        progress(piece.count)
+        progress(sum(w.seconds for w in job.window_list[piece.first : piece.first + piece.count]))
     return encoded
 
 
 def decode_beside(job: AudioJob, decode_batch: int, encode_next: Callable[[], Encoded]) -> None:
     """Encode all of ``job`` on this thread (``encode_next`` gives the next encoder output) while a
-    second thread decodes its text: it takes up to ``decode_batch`` waiting windows as soon as a
-    quarter of that many wait, or whatever waits once all are encoded. The encoder keeps both
-    cores busy and the decoder does not (small matrix products, a step at a time), so the two
-    overlap: on two cores a request takes about 0.7-0.8 of encoding and decoding in turn
-    (docs/benchmarks.md). A failure on either side stops both and is raised here."""
+    second thread plans the rest of its windows, then decodes its text: it takes up to
+    ``decode_batch`` waiting windows as soon as a quarter of that many wait, or whatever waits once
+    all are encoded. The encoder keeps both cores busy and the detector and the decoder do not
+    (small matrix products, a step at a time), so they overlap: on two cores a request takes about
+    0.7-0.8 of encoding and decoding in turn (docs/benchmarks.md). A failure on either side stops
+    both and is raised here."""
     ready = max(1, decode_batch // 4)
     arrived = threading.Condition()
     stopped = threading.Event()
@@ -241,6 +266,7 @@ def decode_beside(job: AudioJob, decode_batch: int, encode_next: Callable[[], En
 
     def decode() -> None:
         try:
+            job.plan_ahead()
             while not stopped.is_set():
                 with arrived:
                     arrived.wait_for(lambda: job.undecoded >= ready or job.encoded_all or stopped.is_set())
@@ -275,6 +301,8 @@ def pooled_features(backbone: Backbone, jobs: list[AudioJob], batch_size: int, b
     """Every block's pooled output over each job's real audio, ``[L, T, D]`` float32 on the CPU
     (what a tagging head sees: feature extraction for training), the windows of all jobs batched
     into encoder calls of at most ``batch_size`` windows."""
+    for job in jobs:
+        job.plan_ahead()
     pending = [Slice(job, i, 1) for job in jobs for i in range(job.n_windows)]
     parts: dict[int, list[torch.Tensor]] = {id(job): [] for job in jobs}
     for first in range(0, len(pending), batch_size):

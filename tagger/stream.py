@@ -327,6 +327,10 @@ class StreamJob(AudioJob):
         self.ended = True  # last: the windows are all there once ``encoded_all`` can be true
         return count
 
+    def plan_ahead(self, count: int | None = None) -> int:
+        """Nothing: a stream's windows are planned as its audio comes (``feed``, ``end``)."""
+        return 0
+
     def _plan(self, final: bool) -> int:
         count = 0
         need_speech = self.options is not None

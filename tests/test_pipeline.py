@@ -19,6 +19,7 @@ import tagger.onepass
 from tagger import DecodeOptions, TagResult, TranscriptionResult, load_audio
 from tagger.audio import EmptyAudioError
 from tagger.pipeline import NO_HEAD_NOTE, EarmarkModel
+from tagger.windows import plan_windows
 
 
 class CountingDecoder:
@@ -135,6 +136,31 @@ def test_text_is_decoded_on_a_second_thread_while_later_windows_are_encoded(tiny
     assert len(result.text.split()) > 100
     assert [s.start for s in result.segments] == sorted(s.start for s in result.segments)
     assert not [t for t in threading.enumerate() if t.name == "earmark-decode"]
+
+
+def test_windows_after_the_first_are_planned_on_the_decoding_thread_while_the_encoder_runs(
+        tiny_en, speech_95s, monkeypatch):
+    """A job plans its first window only; the decoding thread plans the rest while the first is
+    encoded, and the windows come out the same as planning the whole file first."""
+    audio, _ = speech_95s
+    job = tagger.onepass.AudioJob(tiny_en, audio, DecodeOptions(), None, tiny_en.window_options)
+    assert job.n_windows == 1 and not job.planned_all and not job.encoded_all
+    planned_by = []
+    real = tagger.onepass.plan_next
+
+    def plan_next(*args, **kwargs):
+        planned_by.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tagger.onepass, "plan_next", plan_next)
+    with EncoderCounter(tiny_en) as counter:
+        tiny_en.transcribe(audio, tags=False)
+    whole = plan_windows(audio, tiny_en.window_options)
+    assert counter.windows == len(whole) == len(planned_by) == 4
+    assert planned_by[0] == threading.main_thread().name  # the first, before anything is encoded
+    assert "earmark-decode" in planned_by[1:]  # the rest beside the encoder (which plans one itself if it gets there first)
+    job.plan_ahead()
+    assert job.planned_all and [(w.start, w.end) for w in job.window_list] == [(w.start, w.end) for w in whole]
 
 
 @pytest.mark.parametrize("side", ["decoder", "encoder"])

@@ -227,6 +227,7 @@ def assert_close_fp16(actual: np.ndarray, desired: np.ndarray) -> None:
 def _inference_pooled(model: EarmarkModel, path: Path) -> np.ndarray:
     """Pooled features the way serving computes them: a job's windows, one encoder call each."""
     job = model.job(path, None, None)
+    job.plan_ahead()
     pooled = [model.backbone.encode(job.windows(i, i + 1)).pooled[0, :, : window_steps(window)]
               for i, window in enumerate(job.window_list)]
     return torch.cat(pooled, dim=1).numpy()
