@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sound_fixtures import drum_clips, percussion_clips, pick
 from speech_fixtures import speech_clips
 
@@ -201,6 +203,45 @@ def test_a_distilled_head_follows_the_teacher_on_all_527_classes(packed_cache, l
         assert code == 0, capsys.readouterr().err
         card = json.loads(out.with_suffix(".json").read_text())
         assert card["n_classes"] == 527 and card["extra"]["hyperparameters"]["hard_weight"] == 0.2
+
+
+def test_a_student_starts_from_a_head_over_fewer_classes(packed_cache, labelled, tmp_path, capsys):
+    """--init-head: a 527-class student starts with a trained head's layers and its output rows for
+    the classes both have (the corpus-trained heads have 166); a head of another type is refused."""
+    from tagger.heads import HeadCard, LoadedHead, create_head, save_head
+    from tagger.labels import LabelSet
+    from tagger.train.trainer import start_from
+
+    names = ["Speech", "Music", "Dog", "Siren"]
+    few = LabelSet(name="four", labels=tuple(replace(audioset()[audioset().index_of(n)], index=i)
+                                            for i, n in enumerate(names)))
+    torch.manual_seed(1)
+    source = LoadedHead(create_head("wa_mlp", 4, 384, len(few)),
+                        HeadCard(head_type="wa_mlp", n_layers=4, d_model=384, labels=few, source="test"))
+    student = create_head("wa_mlp", 4, 384)
+    fresh = {k: v.clone() for k, v in student.state_dict().items()}
+    assert start_from(student, source, audioset()) == 4
+    theirs, ours = source.module.state_dict(), student.state_dict()
+    output = [k for k, v in ours.items() if v.shape[0] == 527]
+    assert output  # the output layer's weight and bias
+    for key, value in ours.items():
+        if key in output:
+            rows = [audioset().index_of(n) for n in names]
+            assert torch.equal(value[rows], theirs[key])
+            others = [i for i in range(527) if i not in rows]
+            assert torch.equal(value[others], fresh[key][others])
+        else:
+            assert torch.equal(value, theirs[key])
+    with pytest.raises(ValueError, match="cannot start"):
+        start_from(create_head("wa_tr", 4, 384), source, audioset())
+    path = save_head(source.module, source.card, tmp_path / "four.safetensors")
+    out = tmp_path / "student"
+    code = run_train(parse(add_train_arguments, [
+        "--train", packed_cache.path, "--dev", packed_cache.path, "--teacher-labels", labelled, "--out", out,
+        "--head", "wa_mlp", "--epochs", 1, "--batch-size", 16, "--no-plot", "--init-head", path]))
+    assert code == 0, capsys.readouterr().err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["n_classes"] == 527 and card["extra"]["hyperparameters"]["init_head"] == str(path)
 
 
 # --------------------------------------------------------------------------- the pool

@@ -64,6 +64,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     distil.add_argument("--with-corpus", action="store_true",
                         help="train on the labelled corpus' train and dev clips too (their labels mixed with the "
                              "teacher's by --hard-weight)")
+    distil.add_argument("--init-heads", type=Path, default=None, metavar="DIR",
+                        help="start each student from DIR/MODEL.safetensors where that head is of the same type (the "
+                             "corpus-trained heads): its layers, and its output rows for the classes it has")
     distil.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
     distil.add_argument("--extract-bf16", action="store_true", help="extract features under bfloat16 autocast")
 
@@ -141,7 +144,7 @@ def run_data(args: argparse.Namespace) -> int:
                                teacher_threshold=args.teacher_threshold)
         distil_defaults(args.pool, args.corpus, args.work, args.teacher or DEFAULT_TEACHER,
                         [m.strip() for m in args.models.split(",")], heads, config, args.install,
-                        extract_bf16=args.extract_bf16, with_corpus=args.with_corpus)
+                        extract_bf16=args.extract_bf16, with_corpus=args.with_corpus, init_heads=args.init_heads)
         print(f"done in {time.perf_counter() - started:.0f} s")
         return 0
     from .default_heads import train_defaults

@@ -223,9 +223,11 @@ def install(result: DistilResult, measures: dict, target_dir: Path = INSTALL_DIR
 def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, models: list[str],
                     head_types: list[str], config: TrainConfig, install_type: str | None = None,
                     extract_bf16: bool = False, install_dir: Path = INSTALL_DIR,
-                    with_corpus: bool = False) -> list[DistilResult]:
+                    with_corpus: bool = False, init_heads: Path | None = None) -> list[DistilResult]:
     """See the module docstring. ``with_corpus``: the labelled corpus' train and dev clips train
-    too (their own labels mixed with the teacher's by ``config.hard_weight``)."""
+    too (their own labels mixed with the teacher's by ``config.hard_weight``). ``init_heads``: a
+    folder of ``MODEL.safetensors`` heads (the corpus-trained ones) that each student of the same
+    type starts from (``trainer.start_from``)."""
     work.mkdir(parents=True, exist_ok=True)
     stores = label_all(pool, corpus, work, teacher_path, with_corpus=with_corpus)
     pool_labels = TeacherLabels.open(*(stores[f"pool-{s}"] for s in SPLITS))
@@ -237,6 +239,9 @@ def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, mo
         dev = TeacherTargets(caches["pool-dev"], pool_labels, 0.0, config.teacher_threshold)
         for head_type in head_types:
             config.head_type = head_type
+            start = init_heads / f"{caches['pool-train'].backbone}.safetensors" if init_heads else None
+            config.init_head = str(start) if start and start.is_file() and load_head(start).card.head_type == head_type \
+                else None
             out = work / "heads" / f"{caches['pool-train'].backbone}-{head_type}.safetensors"
             started = time.perf_counter()
             if out.is_file() and not (out.with_name(out.name + ".state")).exists():

@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..heads import HEAD_TYPES, WEIGHTS_SUFFIX, Head, HeadCard, create_head, save_head
+from ..heads import HEAD_TYPES, WEIGHTS_SUFFIX, Head, HeadCard, LoadedHead, create_head, load_head, save_head
 from ..labels import LabelSet
 from ..tagging import steps_per_window
 from .metrics import Metrics, compute_metrics
@@ -131,6 +131,7 @@ class TrainConfig:
     schedule: str = "step"  # "step": x lr_decay every lr_decay_every epochs from lr_decay_start; "cosine": to 0
     early_stop: int = 0  # stop after this many epochs without a better dev metric; 0: off
     prior_bias: bool = True  # start the output bias at the targets' prior (``init_output_bias``), not 0
+    init_head: str | None = None  # start from this head's weights (``start_from``): a head of the same type and model
     # distillation (data with the teacher's probabilities, ``--teacher-labels``)
     hard_weight: float = 0.3  # weight of the data's own labels against the teacher's, where it has them
     teacher_threshold: float = 0.5  # teacher probability counted as present (dev metrics, balanced sampling)
@@ -148,7 +149,7 @@ class TrainConfig:
     RESULT_FIELDS = ("head_type", "epochs", "batch_size", "lr", "lr_decay", "lr_decay_every", "lr_decay_start",
                      "betas", "weight_decay", "balanced", "mixup", "mixup_alpha", "label_smoothing", "time_mask",
                      "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold",
-                     "epoch_steps", "warmup_steps", "schedule", "early_stop", "prior_bias")
+                     "epoch_steps", "warmup_steps", "schedule", "early_stop", "prior_bias", "init_head")
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -233,6 +234,31 @@ def init_output_bias(module: Head, targets: np.ndarray, multi_label: bool) -> No
     bias = np.log(prior / (1 - prior)) if multi_label else np.log(prior)
     with torch.no_grad():
         output.bias.copy_(torch.as_tensor(bias, dtype=output.bias.dtype))
+
+
+def start_from(module: Head, source: LoadedHead, labels: LabelSet) -> int:
+    """Copy a trained head's weights into a new one of the same type and backbone: every layer but
+    the output's whole, and the output rows of the classes both have (matched by mid); the other
+    classes keep their fresh rows. So a 527-class student can start from a head
+    trained on fewer classes. The number of classes carried over; ValueError when the heads differ."""
+    m = source.module
+    if (m.head_type, m.n_layers, m.d_model) != (module.head_type, module.n_layers, module.d_model):
+        raise ValueError(f"--init-head: a {m.head_type} head over {m.n_layers} blocks of width {m.d_model} cannot start "
+                         f"a {module.head_type} head over {module.n_layers} blocks of width {module.d_model} (pass --head {m.head_type} "
+                         "and the model that head was trained on)")
+    output = [name for name, layer in module.named_modules()
+              if isinstance(layer, nn.Linear) and layer.out_features == module.n_classes][-1]
+    theirs = {label.mid: label.index for label in source.card.labels}
+    pairs = [(label.index, theirs[label.mid]) for label in labels if label.mid in theirs]
+    ours, rows = [p[0] for p in pairs], [p[1] for p in pairs]
+    state, own = source.module.state_dict(), module.state_dict()
+    with torch.no_grad():
+        for name, value in state.items():
+            if name.startswith(output + "."):
+                own[name][ours] = value[rows].to(own[name].dtype)
+            else:
+                own[name].copy_(value)
+    return len(pairs)
 
 
 @dataclass
@@ -636,6 +662,11 @@ def train_head(
     maker = BatchMaker(features, soft_targets() if soft else train.targets(), config, multi_label, device, soft)
     if config.prior_bias and first_epoch == 1:
         init_output_bias(module, maker.targets, multi_label)
+    if config.init_head and first_epoch == 1:
+        carried = start_from(module, load_head(config.init_head), train.labels)
+        if main:
+            log.info("started from %s: every layer, and the output rows of %d of %d classes", config.init_head,
+                     carried, len(train.labels))
     dev_features = [dev.features(i) for i in range(len(dev))] if dev is not None and main else None
     per_rank = config.batch_size // world
     progress = config.progress
@@ -843,6 +874,10 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
                         "auto with --dev: a quarter of the evaluations, at least 5)")
     g.add_argument("--zero-bias", action="store_true",
                    help="start the output bias at 0 as the reference does (default: at the targets' prior)")
+    g.add_argument("--init-head", default=None, metavar="HEAD",
+                   help="start from a trained head of the same type and model (.safetensors or .pth): its layers, "
+                        "and its output rows for the classes both heads have (fine-tuning the default head: "
+                        "tagger/data/heads/MODEL.safetensors)")
     g.add_argument("--lr-decay", type=float, default=d.lr_decay, help=f"lr factor (default: {d.lr_decay})")
     g.add_argument("--lr-decay-every", type=int, default=d.lr_decay_every,
                    help=f"epochs between lr decays (default: {d.lr_decay_every})")
@@ -914,6 +949,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=_given(args, "lr", d.lr), lr_decay=args.lr_decay,
         warmup_steps=_given(args, "warmup_steps", d.warmup_steps), schedule=_given(args, "schedule", d.schedule),
         early_stop=_given(args, "early_stop", d.early_stop), prior_bias=not getattr(args, "zero_bias", False),
+        init_head=getattr(args, "init_head", None),
         lr_decay_every=args.lr_decay_every, lr_decay_start=args.lr_decay_start, betas=tuple(args.adam_betas),
         weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing, time_mask=args.time_mask, window=args.window, bf16=args.bf16,
