@@ -208,7 +208,7 @@ class EarmarkModel:
     def _run(self, audio: AudioSource, options: DecodeOptions | None, tags: TagOptions | None,
              max_duration: float | None, audio_track: int | None, progress: bool) -> TranscriptionResult | TagResult:
         job = self.job(audio, options, tags, max_duration, audio_track)
-        with tqdm(total=job.duration, unit="s", unit_scale=True, disable=not progress, leave=False,
+        with tqdm(total=job.duration, disable=not progress, leave=False,
                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]") as bar:
             return run_job(self.backbone, job, self.encode_batch_size, self.decode_batch_size, bar.update)
 

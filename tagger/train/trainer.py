@@ -238,9 +238,10 @@ def init_output_bias(module: Head, targets: np.ndarray, multi_label: bool) -> No
 
 def start_from(module: Head, source: LoadedHead, labels: LabelSet) -> int:
     """Copy a trained head's weights into a new one of the same type and backbone: every layer but
-    the output's whole, and the output rows of the classes both have (matched by mid); the other
-    classes keep their fresh rows. So a 527-class student can start from a head
-    trained on fewer classes. The number of classes carried over; ValueError when the heads differ."""
+    the output layer as it is, and of the output layer the rows of the classes both heads have
+    (matched by mid); the other classes keep their fresh rows. So a 527-class student can start
+    from a head trained on fewer classes. Returns how many classes were carried over; ValueError
+    when the heads differ in type, depth or width."""
     m = source.module
     if (m.head_type, m.n_layers, m.d_model) != (module.head_type, module.n_layers, module.d_model):
         raise ValueError(f"--init-head: a {m.head_type} head over {m.n_layers} blocks of width {m.d_model} cannot start "
