@@ -46,7 +46,6 @@ def timed(totals: dict, key, function, calls: list | None = None):
 
 def in_turn(backbone, job, batch_size, decode_batch=8, progress=None):
     """``run_job`` on one thread: each encoded window is decoded once ``decode_batch`` of them wait."""
-    job.plan_ahead()
     if job.options is None or not job.options.batched:
         decode_batch = 1
     while not job.encoded_all:
@@ -68,7 +67,8 @@ def main() -> None:
                         help="print when each encoder and decoder call of each setting's last request began and ended")
     parser.add_argument("--beside", default="on", help="comma-separated: on (decode beside the encoder), off (in turn)")
     parser.add_argument("--plan", default="beside",
-                        help="comma-separated: beside (windows planned on the decoding thread), first (all before encoding)")
+                        help="comma-separated: beside (windows planned as the encoder goes, on the decoding thread when "
+                             "decoding beside it), first (all before the first encoding)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path, reference = packages_input(args.input)
@@ -87,20 +87,19 @@ def main() -> None:
     timelines: dict[tuple, str] = {}
     settings = [(int(c), b, p) for c in args.context.split(",") for b in args.beside.split(",")
                 for p in args.plan.split(",")]
-    library = pipeline.run_job
+    runners = {"on": pipeline.run_job, "off": in_turn}
 
-    def planned_first(backbone, job, *args, **kwargs):
-        job.plan_ahead()
-        return library(backbone, job, *args, **kwargs)
-
-    runners = {("on", "beside"): library, ("on", "first"): planned_first, ("off", "beside"): in_turn,
-               ("off", "first"): in_turn}
+    def planned_first(runner):
+        def run(backbone, job, *args, **kwargs):
+            job.plan_ahead()
+            return runner(backbone, job, *args, **kwargs)
+        return run
     rows: dict[tuple, list[dict]] = {setting: [] for setting in settings}
     wers: dict[tuple, float] = {}
     for _ in range(args.runs):
         for setting in settings:
             decoding.CONTEXT_TOKENS, beside, plan = setting
-            pipeline.run_job = runners[beside, plan]
+            pipeline.run_job = runners[beside] if plan == "beside" else planned_first(runners[beside])
             totals.clear()
             calls.clear()
             started = time.perf_counter()
