@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from speech_fixtures import long_speech
 
-from tagger.heads import HeadCard, LoadedHead, create_head
+from tagger.heads import HeadCard, LoadedHead, create_head, int8_head
 from tagger.labels import audioset
 from tagger.pipeline import EarmarkModel, load_model
 
@@ -63,8 +63,9 @@ def main() -> None:
     bare = load_model(args.model, head=None, device="cpu")
     torch.manual_seed(0)
     dims = bare.whisper.dims
-    head = LoadedHead(create_head("tl_tr", dims.n_audio_layer, dims.n_audio_state).eval(),
-                      HeadCard("tl_tr", dims.n_audio_layer, dims.n_audio_state, audioset(), source="bench-seeded"))
+    float_head = LoadedHead(create_head("tl_tr", dims.n_audio_layer, dims.n_audio_state).eval(),
+                            HeadCard("tl_tr", dims.n_audio_layer, dims.n_audio_state, audioset(), source="bench-seeded"))
+    head = int8_head(float_head)  # as load_model serves a head on a CPU
     model = EarmarkModel(bare.whisper, bare.weights, head)
     speech, _ = long_speech(args.seconds)
     language = "en"
@@ -90,6 +91,14 @@ def main() -> None:
     times = interleaved(args.runs * 2, encoder=bare_encoder, tags_only=lambda: model.tag(window))
     print(row("bare encoder, one 30 s window", times["encoder"]))
     print(row("tags only, one 30 s window (decode+mel+encoder+head)", times["tags_only"], times["encoder"]))
+
+    # the head alone on that window's pooled features: three 10 s tag windows, as a request scores them
+    pooled = bare.backbone.encode(mel).pooled  # [1, L, 75, D]
+    windows = pooled.reshape(dims.n_audio_layer, 3, 25, dims.n_audio_state).transpose(0, 1).contiguous()
+    times = interleaved(args.runs * 20, float32=lambda: float_head.probabilities(windows),
+                        int8=lambda: head.probabilities(windows))
+    print(row("tagging head float32, one 30 s window", times["float32"]))
+    print(row("tagging head int8 (as served on a CPU)", times["int8"], times["float32"]))
 
 
 if __name__ == "__main__":

@@ -145,7 +145,6 @@ class EarmarkWorker:
         """One joint request from the file's bytes, with the time of each stage."""
         from tagger import onepass, pipeline
         from tagger.backbone import Backbone
-        from tagger.decoding import Decoder
         from tagger.tagging import TagStream
 
         spent: dict[str, float] = defaultdict(float)
@@ -163,13 +162,13 @@ class EarmarkWorker:
             return wrapper
 
         patches = [
-            (pipeline, "load_audio", "decode (PyAV, resample)"),
+            (pipeline, "decode_audio", "decode (PyAV, resample)"),
             (onepass, "plan_next", "window planning (voice-activity detector)"),
             (onepass, "log_mel", "log-mel"),
             (Backbone, "encode", "encoder (incl. block capture + 0.4 s pooling)"),
             (TagStream, "add", "tagging head"),
             (TagStream, "finish", "tagging head"),
-            (Decoder, "add", "decoder (incl. language detection, fallback)"),
+            (onepass, "decode_together", "decoder (incl. fallback)"),
         ]
         saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
         for owner, name, stage in patches:

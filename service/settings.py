@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     decode_threads: int = Field(2, ge=1, le=64, description="threads that decode uploads and plan their windows")
     decode_batch_size: int = Field(16, ge=1, le=256, description="windows per text-decoder call, across requests")
     compute_type: str = Field("default", description="the text decoder's CTranslate2 compute type: default (int8 on "
-                              "CPU, float16 on GPU), int8, int8_float16, float16, bfloat16, float32, ...")
+                              "CPU, float16 on GPU), int8, int8_float16, float16, bfloat16, float32, ...; on a CPU "
+                              "an int8 type runs the tagging head's linear layers in int8 too")
     request_timeout: float = Field(1800.0, gt=0, description="per-request deadline in seconds, upload excluded (504 past it)")
 
     # Limits

@@ -74,6 +74,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-duration", type=float, default=None, help="refuse audio longer than this many seconds")
     parser.add_argument("--audio-track", type=track_value, default=None,
                         help="which audio track of a file with several, from 1 (default: the first with sound)")
+    parser.add_argument("--compute-type", default=os.environ.get("EARMARK_COMPUTE_TYPE", "default"),
+                        help="the text decoder's CTranslate2 compute type (default: int8 on CPU, float16 on GPU); "
+                             "on a CPU an int8 type runs the tagging head's linear layers in int8 too")
 
 
 def gate_value(text: str) -> float | None:
@@ -105,8 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(default: windows decoded in batches, without that prompt)")
     transcribe.add_argument("--speech-gate", type=gate_value, default=0.5,
                             help="leave out segments whose speech probability is below this; 'none' keeps all (default: 0.5)")
-    transcribe.add_argument("--compute-type", default=os.environ.get("EARMARK_COMPUTE_TYPE", "default"),
-                            help="the text decoder's CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
 
     tag = commands.add_parser("tag", help="sound tags only (the decoder never runs)")
     add_common(tag)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return TRAINING_COMMANDS[args.command][2](args)
     try:
         model = load_model(args.model, head=args.head, device=args.device,
-                           compute_type=getattr(args, "compute_type", "default"))
+                           compute_type=args.compute_type)
     except (FileNotFoundError, ValueError) as error:
         print(f"earmark: {error}", file=sys.stderr)
         return 2

@@ -24,8 +24,10 @@ The TL-Tr parameter names are those of the released Whisper-AT checkpoints (afte
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +92,16 @@ class Head(nn.Module):
                 f"{self.d_model}] (B windows, {self.n_layers} encoder blocks, T steps of 0.4 s, "
                 f"width {self.d_model}); got {list(x.shape)}"
             )
+
+    @property
+    def device(self) -> torch.device:
+        first = next(self.parameters(), None)  # None: every layer is int8 (``int8_head``), on the CPU
+        return torch.device("cpu") if first is None else first.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        first = next(self.parameters(), None)
+        return torch.float32 if first is None else first.dtype
 
     def extra_repr(self) -> str:
         return f"n_layers={self.n_layers}, d_model={self.d_model}, n_classes={self.n_classes}"
@@ -398,11 +410,11 @@ class LoadedHead:
 
     @property
     def device(self) -> torch.device:
-        return next(self.module.parameters()).device
+        return self.module.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.module.parameters()).dtype
+        return self.module.dtype
 
     @torch.inference_mode()
     def logits(self, pooled: Tensor) -> Tensor:
@@ -415,6 +427,29 @@ class LoadedHead:
         with torch.inference_mode():
             logits = self.logits(pooled)
             return torch.sigmoid(logits) if self.card.multi_label else torch.softmax(logits, dim=-1)
+
+
+def int8_head(head: LoadedHead) -> LoadedHead:
+    """A copy of ``head`` for CPU inference with its Linear layers in int8 (PyTorch's dynamic
+    quantization: int8 weights per output channel, each batch's activations quantized on the fly;
+    LayerNorms, attention and GELU stay float32). Base's TL-Tr then takes 0.6 of its float32 time
+    per window; on the pool's held-out audio its probabilities move by 0.0002 on average (MODEL_CARD.md).
+    The head itself is returned where this torch has no dynamic quantization."""
+    try:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    except ImportError:
+        return head
+    module = copy.deepcopy(head.module).cpu().float()
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear) and type(child) is not nn.Linear:  # whisper's Linear: plain for quantize_dynamic
+                plain = nn.Linear(child.in_features, child.out_features, child.bias is not None)
+                plain.load_state_dict(child.state_dict())
+                setattr(parent, name, plain)
+    with warnings.catch_warnings():  # the eager API is marked deprecated; the Makefile and Dockerfile pin torch
+        warnings.simplefilter("ignore")
+        module = quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig})
+    return LoadedHead(module=module.eval(), card=head.card)
 
 
 class HeadFormatError(ValueError):

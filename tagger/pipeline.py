@@ -20,7 +20,7 @@ from . import weights as _weights
 from .audio import AudioReader, AudioSource, decode_audio
 from .backbone import Backbone
 from .decoding import DecodeOptions, Decoder
-from .heads import LoadedHead, check_backbone, load_head
+from .heads import LoadedHead, check_backbone, int8_head, load_head
 from .onepass import NO_HEAD_NOTE, AudioJob, run_job
 from .results import TagResult, TranscriptionResult
 from .stream import StreamJob
@@ -236,7 +236,9 @@ def load_model(
     one, ``"default"`` for the bundled head (an error when there is none), a path to a head
     checkpoint or an official Whisper-AT ``.pth``, or None (transcripts only, no tags).
     ``compute_type``: the text decoder's CTranslate2 compute type ("default": int8 on a CPU,
-    float16 on a GPU); ``threads``: its CPU threads (default: ``decoder_threads()``)."""
+    float16 on a GPU); on a CPU an int8 type runs the head's Linear layers in int8 too
+    (``int8_head``), a float type keeps it float32; ``threads``: the decoder's CPU threads
+    (default: ``decoder_threads()``)."""
     device = torch.device(device or default_device())
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for, but this torch sees no CUDA GPU; use device='cpu'")
@@ -253,6 +255,9 @@ def load_model(
         loaded_head = None if path is None else load_head(path, device=device)
     else:
         loaded_head = load_head(head, device=device, n_layers=whisper_model.dims.n_audio_layer)
+    int8 = _weights.resolved_compute_type(device.type, compute_type).startswith("int8")
+    if loaded_head is not None and device.type == "cpu" and int8:
+        loaded_head = int8_head(loaded_head)
     if encode_batch_size is None:
         # on a CPU, batching windows makes the encoder slower per window (base: 0.54 s at 1, 0.65 s at 8)
         encode_batch_size = 16 if device.type == "cuda" else 1

@@ -835,6 +835,14 @@ def ct2_whisper_dir(weights: ResolvedWeights, *, cache_dir: Path | None = None) 
     return path
 
 
+def resolved_compute_type(device: str, compute_type: str = "default") -> str:
+    """The compute type ``compute_type`` stands for on ``device``: "default" is int8 on a CPU and
+    float16 on a GPU; any other name is itself."""
+    if compute_type != "default":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
 def load_ct2_whisper(weights: ResolvedWeights, device: str = "cpu", compute_type: str = "default", *,
                      threads: int = 0, inter_threads: int = 1, device_index: int = 0,
                      cache_dir: Path | None = None) -> ctranslate2.models.Whisper:
@@ -846,7 +854,7 @@ def load_ct2_whisper(weights: ResolvedWeights, device: str = "cpu", compute_type
     import ctranslate2
 
     path = ct2_whisper_dir(weights, cache_dir=cache_dir)
-    compute = {"cpu": "int8", "cuda": "float16"} if compute_type == "default" else compute_type
+    compute = resolved_compute_type(device, compute_type)
     try:
         model = ctranslate2.models.Whisper(str(path), device=device, device_index=device_index,
                                            compute_type=compute, inter_threads=inter_threads,
@@ -873,6 +881,7 @@ __all__ = [
     "load_whisper",
     "read_ct2_model",
     "resolve_weights",
+    "resolved_compute_type",
     "whisper_cache_dir",
 ]
 

@@ -60,6 +60,25 @@ def test_the_default_head_loads_offline_and_fits_its_backbone(default_model):
     assert load_model(default_model.name, head=None, device="cpu").head is None
 
 
+def quantized_layers(head) -> int:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    return sum(isinstance(m, DynamicInt8Linear) for m in head.module.modules())
+
+
+def test_on_a_cpu_the_head_runs_in_int8_and_tags_as_the_float_head_does(default_model):
+    """The default compute type on a CPU is int8, for the head's Linear layers as for the decoder;
+    a float compute type keeps the head float32, and both tag real recordings alike."""
+    assert quantized_layers(default_model.head) >= 5  # TL-Tr: 2 blocks x (4 attention + 2 MLP) + the classifier
+    float_model = load_model(default_model.name, device="cpu", compute_type="float32")
+    assert quantized_layers(float_model.head) == 0
+    for path in (SPEECH_CLIPS[0], MUSIC_CLIPS[0], *sorted((SCENES.parent / "sounds" / "drums").glob("*.flac"))[:2]):
+        int8, float32 = default_model.tag(path, top_k=None).scores, float_model.tag(path, top_k=None).scores
+        assert int8.shape == float32.shape and np.abs(int8 - float32).max() < 0.05, (path.name, np.abs(int8 - float32).max())
+        top3 = np.argsort(-float32, axis=1)[:, :3]  # the top class may swap with a near tie, never further
+        assert all(best in row for best, row in zip(int8.argmax(axis=1), top3)), path.name
+
+
 def top_class(model, path: Path, among: tuple[str, ...]) -> tuple[str, dict[str, float], list[str]]:
     result = model.tag(path, top_k=None, tag_resolution=10.0)
     labels = model.head.card.labels

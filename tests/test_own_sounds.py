@@ -260,6 +260,11 @@ def test_train_with_the_auto_recipe_and_evaluate_on_audioset_labels(caches, tmp_
     assert run_evaluate(args) == 0  # the 527-class test cache, scored on the head's 4 classes by mid
     result = json.loads(capsys.readouterr().out)
     assert result["n_clips"] == 8 and result["accuracy"] is not None and result["accuracy"] > 0.25
+    args = parse(add_evaluate_arguments, ["--head", out, "--features", test.path, "--eval-window", WINDOW, "--json",
+                                          "--int8"])
+    assert run_evaluate(args) == 0  # as load_model serves the head on a CPU
+    served = json.loads(capsys.readouterr().out)
+    assert served["n_clips"] == 8 and abs(served["mAP"] - result["mAP"]) < 0.05
 
 
 def test_cross_validation_from_one_cache(caches, tmp_path: Path, capsys):

@@ -198,7 +198,7 @@ def write_report(results: list[DistilResult], work: Path) -> None:
             for r in results]
     (work / "distillation.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = [("| model | head | pool test mAP vs teacher | correlation | corpus test mAP (teacher) | dev mAP | "
-             "train s | head ms / 30 s window | parameters |"), "|---|---|---|---|---|---|---|---|---|"]
+             "train s | head ms / 30 s window (int8, CPU) | parameters |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         dev = f"{r.dev_mAP:.3f}" if r.dev_mAP is not None else ""
         lines.append(f"| {r.model} | {r.head_type} | {r.pool_test_mAP:.3f} | {r.pool_test_correlation:.3f} | "

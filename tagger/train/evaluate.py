@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..heads import HEAD_TYPES, LoadedHead, load_head
+from ..heads import HEAD_TYPES, LoadedHead, int8_head, load_head
 from ..labels import LabelSet
 from ..tagging import steps_per_window
 from .features import ArrayFeatures
@@ -297,6 +297,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-window", type=float, default=DEFAULT_WINDOW,
                         help="tag window in seconds for scoring clips, a multiple of 0.4 (default: 10)")
     parser.add_argument("--eval-batch-size", type=int, default=64, help="windows per forward pass (default: 64)")
+    parser.add_argument("--int8", action="store_true",
+                        help="score with the head's Linear layers in int8, as load_model serves it on a CPU by "
+                             "default (default: float32, as trained)")
     parser.add_argument("--folds", action="store_true",
                         help="k-fold cross-validation over the data's fold column: train a head (--head-type and the "
                              "training options below) on k-1 folds, test on the held-out one; report mean ± std")
@@ -386,6 +389,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         head = None
         if args.head is not None:
             head = load_head(args.head, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            if args.int8:
+                head = int8_head(head)
         elif not args.folds:
             print("earmark evaluate: --head is required (or --folds to cross-validate)", file=sys.stderr)
             return 2

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..heads import Head
 from ..labels import LabelSet
 
 
@@ -28,7 +29,7 @@ def window_spans(n_steps: int, window_steps: int) -> list[tuple[int, int]]:
 
 @torch.inference_mode()
 def score_clips(
-    module: torch.nn.Module,
+    module: Head,
     features: Sequence[Any],
     window_steps: int,
     multi_label: bool,
@@ -41,7 +42,7 @@ def score_clips(
     under ``module`` (a head, in eval mode): windows of the same length are batched together."""
     device = torch.device(device)
     n_classes = module.n_classes
-    dtype = next(module.parameters()).dtype
+    dtype = module.dtype
     by_length: dict[int, list[tuple[int, int]]] = defaultdict(list)  # length -> [(clip, start)]
     n_windows = np.zeros(len(features), dtype=np.int64)
     for clip, feat in enumerate(features):
