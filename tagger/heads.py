@@ -433,7 +433,7 @@ def int8_head(head: LoadedHead) -> LoadedHead:
     """A copy of ``head`` for CPU inference with its Linear layers in int8 (PyTorch's dynamic
     quantization: int8 weights per output channel, each call's activations quantized on the fly;
     LayerNorms, attention and GELU stay float32), scoring one window per call (``WindowByWindow``).
-    Base's TL-Tr then takes about 0.7 of its float32 time per window, and its mAP on held-out
+    Base's TL-Tr then takes about 0.64 of its float32 time per window, and its mAP on held-out
     audio stays within 0.003 (MODEL_CARD.md). The head itself is returned where this torch has no
     dynamic quantization."""
     try:
