@@ -13,7 +13,7 @@ from speech_fixtures import FIXTURES as SPEECH
 from tagger import load_model
 from tagger.cli import build_parser
 from tagger.corpus.cli import train_config
-from tagger.heads import card_path
+from tagger.heads import card_path, int8_head
 from tagger.labels import audioset
 from tagger.pipeline import bundled_head_path, bundled_heads
 
@@ -72,6 +72,7 @@ def test_on_a_cpu_the_head_runs_in_int8_and_tags_as_the_float_head_does(default_
     assert quantized_layers(default_model.head) >= 5  # TL-Tr: 2 blocks x (4 attention + 2 MLP) + the classifier
     float_model = load_model(default_model.name, device="cpu", compute_type="float32")
     assert quantized_layers(float_model.head) == 0
+    assert int8_head(default_model.head) is default_model.head  # int8 already
     for path in (SPEECH_CLIPS[0], MUSIC_CLIPS[0], *sorted((SCENES.parent / "sounds" / "drums").glob("*.flac"))[:2]):
         int8, float32 = default_model.tag(path, top_k=None).scores, float_model.tag(path, top_k=None).scores
         assert int8.shape == float32.shape and np.abs(int8 - float32).max() < 0.05, (path.name, np.abs(int8 - float32).max())
