@@ -80,7 +80,7 @@ def head_cost_ms(head: LoadedHead, repeats: int = 20) -> float:
     as ``load_model`` serves it there by default: its Linear layers in int8 (``int8_head``)."""
     card = head.card
     x = torch.randn(3, card.n_layers, STEPS_PER_WINDOW // 3, card.d_model)
-    module = int8_head(LoadedHead(head.module.float().cpu().eval(), card)).module
+    module = int8_head(head).module  # a float32 copy on the CPU, quantized; ``head`` stays as it is
     times = []
     with torch.inference_mode():
         module(x)
