@@ -76,6 +76,16 @@ def packed_cache(tiny_en, mixed_csv, tmp_path_factory) -> FeatureCache:
 # --------------------------------------------------------------------------- packing
 
 
+def test_a_cache_is_read_over_the_clips_its_data_set_lists_now(packed_cache, mixed_csv):
+    from tagger.corpus.distil import listed_only
+
+    clips = load_dataset(mixed_csv).clips
+    assert listed_only(packed_cache, clips) is packed_cache
+    kept = listed_only(packed_cache, clips[1::2])
+    assert kept.clip_ids == [c for c in packed_cache.clip_ids if c in {clip.clip_id for clip in clips[1::2]}]
+    assert np.array_equal(kept.features(0), packed_cache.features(packed_cache.clip_ids.index(kept.clip_ids[0])))
+
+
 def test_packs_fill_30_second_windows_on_the_step_grid():
     step = 6400
     assert packs([10 * SAMPLE_RATE] * 4) == [[0, 1, 2], [3]]
@@ -303,6 +313,15 @@ def test_pool_keeps_the_corpus_splits_and_resumes(tmp_path):
     assert rows == {split: (tmp_path / "pool" / f"{split}.csv").read_text() for split in ("train", "dev", "test")}
     clips_read = load_dataset(tmp_path / "pool" / "train.csv").clips
     assert clips_read and all(c.path.is_file() for c in clips_read)
+    # rebuilt with a smaller package budget: other plain pieces, so other mixtures; a mixture's name
+    # says what it mixes, and the folder keeps only the pieces its CSVs list
+    fewer = build_pool(sources, tmp_path / "pool", replace(config, package_minutes=0.1), corpus, progress=False)
+    assert 0 < sum(p.kind == "plain" for p in fewer.pieces) < sum(p.kind == "plain" for p in report.pieces)
+    mixed_before = {p.name: p.sources for p in report.pieces if p.kind == "mixture"}
+    mixed_after = {p.name: p.sources for p in fewer.pieces if p.kind == "mixture"}
+    assert mixed_after and all(mixed_before[name] == mixed for name, mixed in mixed_after.items() if name in mixed_before)
+    on_disk = {(path.parent.name, path.name) for path in (tmp_path / "pool" / "audio").glob("*/*.flac")}
+    assert on_disk == {(p.split, p.name) for p in fewer.pieces}
 
 
 @needs_teacher

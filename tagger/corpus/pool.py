@@ -255,9 +255,20 @@ def build_pool(sources: list[Source], out: Path, config: PoolConfig | None = Non
                 if p.split == split:
                     writer.writerow([f"audio/{split}/{p.name}", ";".join(p.labels), " | ".join(p.sources), p.kind,
                                      p.origin])
+    _remove_unlisted(out, pieces)
     report.seconds = time.perf_counter() - started
     write_pool_card(report, config, packages or [])
     return report
+
+
+def _remove_unlisted(out: Path, pieces: list[Piece]) -> None:
+    """Delete pieces an earlier build of ``out`` wrote that this one does not list (mixtures of a
+    pool rebuilt with other settings), so that the folder holds what its CSVs say."""
+    listed = {(p.split, p.name) for p in pieces}
+    for split in SPLITS:
+        for path in (out / "audio" / split).glob("p-*.flac"):
+            if (split, path.name) not in listed:
+                path.unlink()
 
 
 def _mixtures(pieces: list[Piece], out: Path, config: PoolConfig) -> list[Piece]:
@@ -273,7 +284,9 @@ def _mixtures(pieces: list[Piece], out: Path, config: PoolConfig) -> list[Piece]
             chosen = [plain[i] for i in rng.choice(len(plain), size=count, replace=False)]
             if len({p.sources for p in chosen}) < count:
                 continue
-            name = _piece_name(str(config.seed), "mixture", split, str(number))
+            # named by what it mixes: a pool rebuilt with more pieces (``package_minutes``) draws
+            # other pieces for a number, and must not take the old mixture's file for the new one
+            name = _piece_name(str(config.seed), "mixture", split, str(number), *(p.name for p in chosen))
             path = out / "audio" / split / name
             if path.is_file():
                 seconds = len(load_audio(path)) / SAMPLE_RATE
