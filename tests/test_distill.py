@@ -77,11 +77,9 @@ def packed_cache(tiny_en, mixed_csv, tmp_path_factory) -> FeatureCache:
 
 
 def test_a_cache_is_read_over_the_clips_its_data_set_lists_now(packed_cache, mixed_csv):
-    from tagger.corpus.distil import listed_only
-
     clips = load_dataset(mixed_csv).clips
-    assert listed_only(packed_cache, clips) is packed_cache
-    kept = listed_only(packed_cache, clips[1::2])
+    assert packed_cache.only(clip.clip_id for clip in clips) is packed_cache
+    kept = packed_cache.only(clip.clip_id for clip in clips[1::2])
     assert kept.clip_ids == [c for c in packed_cache.clip_ids if c in {clip.clip_id for clip in clips[1::2]}]
     assert np.array_equal(kept.features(0), packed_cache.features(packed_cache.clip_ids.index(kept.clip_ids[0])))
 
@@ -205,6 +203,19 @@ def test_a_distilled_head_follows_the_teacher_on_all_527_classes(packed_cache, l
     student_speech = scores[:, speech]
     assert student_speech[is_speech].min() > student_speech[~is_speech].max()
     assert result.dev_metrics is not None and result.dev_metrics.mAP > 0.5  # against the teacher's labels
+    # `earmark evaluate --clips`: only the clips a data set lists (a pool rebuilt since holds fewer)
+    from tagger.train.evaluate import add_evaluate_arguments, run_evaluate
+
+    listed = tmp_path / "listed.csv"
+    listed.write_text("path,labels\n" + "".join(f"{clip_id},\n" for clip_id in packed_cache.clip_ids[::2]))
+    common = ["--head", result.path, "--features", packed_cache.path, "--teacher-labels", labelled, "--json"]
+    capsys.readouterr()
+    assert run_evaluate(parse(add_evaluate_arguments, [*common, "--clips", listed])) == 0
+    assert json.loads(capsys.readouterr().out)["n_clips"] == len(packed_cache.clip_ids[::2])
+    listed.write_text(listed.read_text() + "not/extracted.flac,\n")
+    assert run_evaluate(parse(add_evaluate_arguments, [*common, "--clips", listed])) == 2
+    err = capsys.readouterr().err
+    assert "1 of the" in err and "not/extracted.flac" in err and "extract them" in err
     for head_type in HEAD_TYPES:  # every head type distils, from the command line too
         out = tmp_path / f"cli-{head_type}"
         code = run_train(parse(add_train_arguments, [

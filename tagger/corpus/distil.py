@@ -117,16 +117,9 @@ def extract_all(model_name: str, pool: Path, corpus: Path, work: Path, bf16: boo
         report = extract_features(model, clips, out, labels, True, pack=pack, bf16=bf16, progress=sys.stderr.isatty())
         print(f"{model.name} {name}: {report.n_done} clips extracted ({report.n_cached} cached, {report.n_skipped} "
               f"skipped), {report.audio_seconds / 60:.1f} min in {report.wall_seconds:.0f} s", flush=True)
-        caches[name] = listed_only(FeatureCache.open(out), clips)
+        # a pool rebuilt with other settings leaves pieces it no longer has in the cache: never used
+        caches[name] = FeatureCache.open(out).only(clip.clip_id for clip in clips)
     return caches
-
-
-def listed_only(cache: FeatureCache, clips) -> FeatureCache:
-    """``cache`` over the clips the data set lists now: a pool rebuilt with other settings leaves
-    features of pieces it no longer has in the cache (cached, never trained on or measured)."""
-    wanted = {clip.clip_id for clip in clips}
-    keep = [i for i, clip_id in enumerate(cache.clip_ids) if clip_id in wanted]
-    return cache if len(keep) == len(cache) else cache.subset(keep)
 
 
 def in_audioset(cache: FeatureCache) -> ArrayFeatures:

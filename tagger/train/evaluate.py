@@ -289,6 +289,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", default=None,
                         help="labeled audio (CSV/JSON/folder, as `earmark extract` reads): features are extracted "
                              "on the fly with the head card's backbone (or --model)")
+    parser.add_argument("--clips", default=None, metavar="CSV",
+                        help="with --features: score only the clips this data set lists (a cache keeps the clips "
+                             "of earlier builds of its data set; the pool's test split of an earlier build, say)")
     parser.add_argument("--data-format", default="auto", help="format of --data (default: auto)")
     parser.add_argument("--model", default=None, help="Whisper model for --data (default: the head card's backbone)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -312,6 +315,19 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "below 5,000 training clips, else tl_tr; linear: the linear-probe baseline)")
     add_training_options(parser, include_head=False)
     add_recipe_options(parser)
+
+
+def only_listed(cache, clips_csv: str, data_format: str = "auto"):
+    """``cache`` over the clips ``clips_csv`` lists; ValueError naming the listed clips it lacks."""
+    from .datasets import load_dataset
+
+    listed = [clip.clip_id for clip in load_dataset(clips_csv, data_format).clips]
+    held = set(cache.clip_ids)
+    missing = [clip_id for clip_id in listed if clip_id not in held]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(listed)} clips {clips_csv} lists are not in the feature cache "
+                         f"{cache.path} (the first: {', '.join(missing[:3])}): extract them into it first")
+    return cache.only(listed)
 
 
 def _print_metrics(metrics: dict, stream=sys.stdout) -> None:
@@ -380,6 +396,9 @@ def _run_folds(args: argparse.Namespace, data) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
 
     setup_threads(getattr(args, "threads", None))
+    if getattr(args, "clips", None) and not args.features:
+        print("earmark evaluate: --clips narrows a feature cache: give it with --features", file=sys.stderr)
+        return 2
     if args.folds and args.head in HEAD_TYPES and not Path(args.head).exists():  # --folds --head linear
         if args.head_type not in (None, args.head):
             print(f"earmark evaluate: --head {args.head} and --head-type {args.head_type} disagree", file=sys.stderr)
@@ -398,6 +417,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             from .features import FeatureCache
 
             data = FeatureCache.open(args.features)
+            if args.clips:
+                data = only_listed(data, args.clips, args.data_format)
         else:
             data = features_from_audio(args.data, args.model, head, data_format=args.data_format, device=args.device)
         if args.folds:

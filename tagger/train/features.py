@@ -745,6 +745,13 @@ class FeatureCache:
     def durations(self) -> np.ndarray:
         return np.array([r.duration for r in self.records], dtype=np.float64)
 
+    def only(self, clip_ids) -> FeatureCache:
+        """The cache over the clips of ``clip_ids`` it holds, in its own order (itself when it holds
+        no others): a data set rebuilt with other settings leaves features of clips it no longer lists."""
+        wanted = set(clip_ids)
+        keep = [i for i, r in enumerate(self.records) if r.clip_id in wanted]
+        return self if len(keep) == len(self.records) else self.subset(keep)
+
     def subset(self, indices) -> FeatureCache:
         """A view over some clips (in the order given); shares the memory maps."""
         indices = np.asarray(indices)
