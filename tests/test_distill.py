@@ -269,7 +269,7 @@ def test_a_student_starts_from_a_head_over_fewer_classes(packed_cache, labelled,
 
 
 def test_event_thresholds_are_calibrated_only_where_the_dev_split_has_positives_enough():
-    from tagger.corpus.distil import CALIBRATION_POSITIVES, best_f1_thresholds
+    from tagger.corpus.distil import CALIBRATION_POSITIVES, LOWEST_THRESHOLD, best_f1_thresholds
 
     rng = np.random.default_rng(0)
     scores = rng.uniform(0.0, 0.3, size=(100, 3))
@@ -281,6 +281,8 @@ def test_event_thresholds_are_calibrated_only_where_the_dev_split_has_positives_
     thresholds = best_f1_thresholds(scores, positive, default=0.5)
     assert 0.3 <= thresholds[0] < 0.6  # between the highest negative and the lowest positive
     assert thresholds[1] == 0.5 and thresholds[2] == 0.5  # too few positives, none: the default
+    scores[:, 0] /= 10  # positives 0.06-0.07, negatives under 0.03: the best F1 is at 0.045, raised
+    assert best_f1_thresholds(scores, positive, default=0.5)[0] == LOWEST_THRESHOLD
 
 
 def test_pieces_of_a_recording_are_at_most_10_seconds():

@@ -40,8 +40,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a folder written by build-default: its recordings keep their splits in the pool")
     pool.add_argument("--cache", type=Path, default=None, help="package cache (default: the user cache folder)")
     pool.add_argument("--seed", type=int, default=0)
-    pool.add_argument("--package-minutes", type=float, default=6.0,
-                      help="plain pieces one package gives, at most, in minutes (default: 6)")
+    pool.add_argument("--package-minutes", type=float, default=None,
+                      help="plain pieces one package gives, at most, in minutes (default: 12; a pool rebuilt with "
+                           "another value keeps the pieces both have)")
 
     distil = commands.add_parser("distil-default", help="distil the AudioSet teacher into 527-class default heads",
                                  description="Label the pool (and the corpus' test split) with the teacher, extract "
@@ -118,7 +119,8 @@ def run_data(args: argparse.Namespace) -> int:
         from .pool import PoolConfig, build_default_pool
 
         report = build_default_pool(args.out, args.cache, args.corpus,
-                                    PoolConfig(seed=args.seed, package_minutes=args.package_minutes))
+                                    PoolConfig(seed=args.seed, **({} if args.package_minutes is None else
+                                                                  {"package_minutes": args.package_minutes})))
         print(f"{len(report.pieces)} pieces, {report.hours():.2f} hours ("
               + ", ".join(f"{s} {report.hours(s):.2f}" for s in ("train", "dev", "test"))
               + f"), in {report.seconds:.0f} s: {args.out / 'POOL.md'}")

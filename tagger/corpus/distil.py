@@ -143,14 +143,17 @@ def training_set(caches: dict[str, FeatureCache]) -> FeatureCache | ArrayFeature
 
 
 CALIBRATION_POSITIVES = 5  # fewer dev positives: the class keeps the default threshold
+LOWEST_THRESHOLD = 0.1  # a calibrated threshold is never lower
 
 
 def best_f1_thresholds(scores: np.ndarray, positive: np.ndarray, default: float,
-                       min_positives: int = CALIBRATION_POSITIVES) -> np.ndarray:
+                       min_positives: int = CALIBRATION_POSITIVES, lowest: float = LOWEST_THRESHOLD) -> np.ndarray:
     """Per class, the score threshold with the highest F1 against ``positive`` (``default`` for a
     class with fewer than ``min_positives`` positives: one or two positives put the threshold
     just under their scores, 0.01 for one class of the first distilled head, and every clip that
-    scores above it would start an event)."""
+    scores above it would start an event), and at least ``lowest``: base's head on the rebuilt
+    pool scored Timpani's 7 dev positives so low that the best F1 was at 0.017, where 10 of the
+    1,126 test pieces, none of them Timpani to the teacher, would have started an event."""
     thresholds = np.full(scores.shape[1], default, dtype=np.float64)
     for c in range(scores.shape[1]):
         truth = positive[:, c]
@@ -161,7 +164,7 @@ def best_f1_thresholds(scores: np.ndarray, positive: np.ndarray, default: float,
         f1 = 2 * hits / (np.arange(1, len(order) + 1) + truth.sum())
         best = int(np.argmax(f1))
         below = scores[order[best + 1], c] if best + 1 < len(order) else 0.0
-        thresholds[c] = float((scores[order[best], c] + below) / 2)
+        thresholds[c] = max(lowest, float((scores[order[best], c] + below) / 2))
     return thresholds
 
 

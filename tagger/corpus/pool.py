@@ -65,7 +65,7 @@ EXTRA_PACKAGES = (
 class PoolConfig:
     seed: int = 0
     pieces_per_source: int = 3  # stretches of one recording, at most
-    package_minutes: float = 6.0  # plain pieces one package (or synthesiser) gives, at most
+    package_minutes: float = 12.0  # plain pieces one package (or synthesiser) gives, at most
     variants: float = 0.25  # recording-chain variants, as a share of the plain pieces
     mixtures: float = 0.3  # mixtures of two or three pieces, as a share of the plain pieces
     shares: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, dev, test for groups outside the corpus
