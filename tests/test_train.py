@@ -172,6 +172,28 @@ def test_a_new_head_starts_at_the_targets_prior(head_type):
     np.testing.assert_allclose(torch.softmax(bias, 0).detach().numpy()[:2] / 0.9996, [0.75, 0.25], atol=1e-3)
 
 
+def test_batches_by_length_are_as_long_as_their_longest_clip():
+    """--by-length: each batch holds clips of about one length and is as long as its longest one
+    (never longer than the window); a short clip is then seen as it is scored, not repeated."""
+    feats = [np.full((2, n, 3), float(n), np.float16) for n in (3, 4, 20, 40)]
+    targets = np.eye(4, dtype=np.float32)
+    config = quick(window=10.0, batch_size=2, mixup=0.0, time_mask=10, by_length=True, balanced=False, epoch_steps=8)
+    maker = BatchMaker(feats, targets, config, True, torch.device("cpu"))
+    plan = plan_epoch(config, 1, 4, None, maker.lengths)
+    assert sorted(plan.clip) == sorted(plan_epoch(dataclasses.replace(config, by_length=False), 1, 4, None).clip)  # the same draws
+    for batch in range(8):
+        positions = np.arange(2 * batch, 2 * batch + 2)
+        clips = plan.clip[positions]
+        assert set(clips) <= {0, 1} or set(clips) <= {2, 3}
+        x, _ = maker.make(plan, positions)
+        assert x.shape[2] == min(25, max(int(feats[c].shape[1]) for c in clips))
+        for row, clip in enumerate(clips):
+            masked = x[row, 0] == 0
+            assert masked.any(dim=1).sum() <= 10 * x.shape[2] // 25  # the mask keeps its share of the window
+            kept = x[row, 0][~masked.all(dim=1)]
+            assert torch.all(kept == float(feats[clip][0, 0, 0]))
+
+
 def test_targets_mixup_masking_and_windows():
     steps = 25
     feats = [np.full((2, 40, 3), 1.0, np.float16), np.full((2, 3, 3), 2.0, np.float16)]

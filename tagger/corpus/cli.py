@@ -62,6 +62,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the pieces' own labels against the teacher's, where they have them (default: 0.3)")
     distil.add_argument("--teacher-threshold", type=float, default=0.5,
                         help="teacher probability counted as present (default: 0.5)")
+    distil.add_argument("--temperature", type=float, default=1.0,
+                        help="distillation temperature; above 1 the teacher's small probabilities weigh more "
+                             "(default: 1)")
+    distil.add_argument("--early-stop", type=int, default=None, metavar="N",
+                        help="stop after N evaluations without a better dev mAP; 0: never (default: half the "
+                             "evaluations, at least 5)")
+    distil.add_argument("--by-length", action="store_true",
+                        help="train on batches of pieces of about one length, each as long as its longest piece")
     distil.add_argument("--with-corpus", action="store_true",
                         help="train on the labelled corpus' train and dev clips too (their labels mixed with the "
                              "teacher's by --hard-weight)")
@@ -142,8 +150,9 @@ def run_data(args: argparse.Namespace) -> int:
         if any(h not in HEAD_TYPES for h in heads) or (args.install and args.install not in heads):
             print(f"earmark data distil-default: unknown head type in {args.heads!r} or --install", file=sys.stderr)
             return 2
-        config = distil_config(args.steps, args.lr, window=args.window, bf16=args.bf16, hard_weight=args.hard_weight,
-                               teacher_threshold=args.teacher_threshold)
+        config = distil_config(args.steps, args.lr, args.early_stop, window=args.window, bf16=args.bf16,
+                               hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold,
+                               temperature=args.temperature, by_length=args.by_length)
         distil_defaults(args.pool, args.corpus, args.work, args.teacher or DEFAULT_TEACHER,
                         [m.strip() for m in args.models.split(",")], heads, config, args.install,
                         extract_bf16=args.extract_bf16, with_corpus=args.with_corpus, init_heads=args.init_heads)

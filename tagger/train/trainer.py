@@ -8,7 +8,10 @@ The recipe (defaults; every number is a flag of ``earmark train``):
   have no positional embedding, so a clip repeated a whole number of times gives exactly the
   time means and the self-attention outputs of the clip itself, which is what the head sees at
   serving time on a short last window (``TagStream`` scores real steps only); batches stay one
-  shape, and the crop of long clips still varies from epoch to epoch.
+  shape, and the crop of long clips still varies from epoch to epoch. ``--by-length`` buckets
+  after all, for the cost: batches of clips of about one length, each as long as its longest
+  clip (``plan_epoch``); on the distillation pool, whose pieces average 14 of 25 steps, a step
+  then costs about half.
 - **Balanced sampling.** Class weight ``1000 / (count + 0.01)`` over the training clips, clip
   weight = the sum over its labels (a clip without labels counts as one more class, "none");
   ``ceil(N / batch) * batch`` draws with replacement per epoch (one "epoch" ~ N draws).
@@ -28,6 +31,8 @@ The recipe (defaults; every number is a flag of ``earmark train``):
   ``--teacher-threshold`` and is half balanced, half uniform (``sample_weights``). Dev metrics are
   against the teacher alone, binarised at that threshold.
 - **Loss**: BCE with logits (multi-label) or cross-entropy on the soft targets (single-label).
+  Distillation at ``--temperature`` T > 1 softens the student's logits and the teacher's
+  probabilities alike (``distillation_loss``), so the teacher's small probabilities count too.
 - **Optimiser**: Adam, betas (0.95, 0.999), weight decay 5e-7, lr 1e-4, batch 48 (the global
   batch: each of W ranks takes batch/W); lr x0.75 after epochs 15, 20, 25, ... (MultiStepLR).
 - **Schedule options** (off by default; ``earmark train``'s ``--recipe auto`` sets them for small
@@ -135,6 +140,8 @@ class TrainConfig:
     # distillation (data with the teacher's probabilities, ``--teacher-labels``)
     hard_weight: float = 0.3  # weight of the data's own labels against the teacher's, where it has them
     teacher_threshold: float = 0.5  # teacher probability counted as present (dev metrics, balanced sampling)
+    temperature: float = 1.0  # distillation temperature (``distillation_loss``); 1: plain BCE on the probabilities
+    by_length: bool = False  # batches of clips of about one length, each as long as its longest clip (``plan_epoch``)
     # how the run goes (a resumed run may change these)
     amp: bool = True  # CUDA only: autocast float16 + GradScaler
     bf16: bool = False  # autocast bfloat16 instead (CPU or CUDA; fast on CPUs with AVX512-BF16/AMX)
@@ -148,7 +155,8 @@ class TrainConfig:
 
     RESULT_FIELDS = ("head_type", "epochs", "batch_size", "lr", "lr_decay", "lr_decay_every", "lr_decay_start",
                      "betas", "weight_decay", "balanced", "mixup", "mixup_alpha", "label_smoothing", "time_mask",
-                     "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold",
+                     "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold", "temperature",
+                     "by_length",
                      "epoch_steps", "warmup_steps", "schedule", "early_stop", "prior_bias", "init_head")
 
     def __post_init__(self) -> None:
@@ -169,6 +177,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be step or cosine, not {self.schedule!r}")
         if (self.epoch_steps is not None and self.epoch_steps < 1) or self.warmup_steps < 0 or self.early_stop < 0:
             raise ValueError("epoch steps must be at least 1; warm-up steps and early stopping patience at least 0")
+        if not self.temperature > 0:
+            raise ValueError(f"the distillation temperature must be positive, not {self.temperature}")
         if self.preload not in ("auto", "yes", "no"):
             raise ValueError(f"preload must be auto, yes or no, not {self.preload!r}")
         steps_per_window(self.window)  # a positive multiple of 0.4 s
@@ -301,8 +311,18 @@ def lr_factor(config: TrainConfig, step: int, n_steps: int) -> float:
     return warm * config.lr_decay ** decays
 
 
-def plan_epoch(config: TrainConfig, epoch: int, n_clips: int, weights: np.ndarray | None) -> EpochPlan:
-    """The epoch's draws and augmentations, a pure function of (seed, epoch)."""
+LENGTH_GROUP = 16  # batches sorted by clip length together (``plan_epoch``)
+
+
+def plan_epoch(config: TrainConfig, epoch: int, n_clips: int, weights: np.ndarray | None,
+               lengths: np.ndarray | None = None) -> EpochPlan:
+    """The epoch's draws and augmentations, a pure function of (seed, epoch).
+
+    ``lengths`` (each clip's steps) with ``config.by_length``: the draws of every ``LENGTH_GROUP``
+    batches are sorted by length, cut into batches, and the batches shuffled, so a batch holds
+    clips of about one length. ``BatchMaker`` then makes each batch only as long as its longest
+    clip instead of repeating short clips to the whole window: the head sees each clip's own steps
+    as it does when it scores them (``scoring``), and a batch of short pieces costs less."""
     rng = np.random.default_rng([config.seed, epoch])
     total = epoch_length(config, n_clips) * config.batch_size
     if weights is not None:
@@ -317,7 +337,24 @@ def plan_epoch(config: TrainConfig, epoch: int, n_clips: int, weights: np.ndarra
     lam = rng.beta(config.mixup_alpha, config.mixup_alpha, size=total)
     mask_len = np.floor(rng.random(total) * (config.mask_steps + 1)).astype(np.int64)
     mask_start = rng.random(total)
+    if config.by_length and lengths is not None:
+        clip = _sorted_in_groups(clip, np.minimum(lengths, config.window_steps), config.batch_size, rng)
     return EpochPlan(clip, crop, mixed, partner, partner_crop, lam, mask_len, mask_start)
+
+
+def _sorted_in_groups(clip: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """``clip`` reordered: every ``LENGTH_GROUP`` batches of draws sorted by length (ties in draw
+    order), and the batches of each group shuffled."""
+    out = clip.copy()
+    group = LENGTH_GROUP * batch_size
+    for first in range(0, len(clip), group):
+        part = clip[first : first + group]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches = part.reshape(-1, batch_size) if len(part) % batch_size == 0 else None
+        if batches is not None:
+            part = batches[rng.permutation(len(batches))].reshape(-1)
+        out[first : first + len(part)] = part
+    return out
 
 
 def window_of(feat: Any, steps: int, u: float, out: np.ndarray) -> None:
@@ -347,6 +384,7 @@ class BatchMaker:
         self.multi_label = multi_label
         self.device = device
         self.steps = config.window_steps
+        self.lengths = np.array([int(f.shape[1]) for f in features], dtype=np.int64)  # steps of each clip
         first = features[0]
         self.layers, self.width = int(first.shape[0]), int(first.shape[2])
         self._partner = np.empty((self.layers, self.steps, self.width), dtype=np.float32)
@@ -354,11 +392,13 @@ class BatchMaker:
     def make(self, plan: EpochPlan, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         steps = self.steps
+        if cfg.by_length:  # as long as the batch's longest clip
+            steps = int(min(steps, self.lengths[plan.clip[positions]].max()))
         n_classes = self.targets.shape[1]
         eps = cfg.label_smoothing
         x = np.empty((len(positions), self.layers, steps, self.width), dtype=np.float32)
         y = np.empty((len(positions), n_classes), dtype=np.float32)
-        partner = self._partner
+        partner = self._partner[:, :steps]
         for row, p in enumerate(positions):
             clip = plan.clip[p]
             window_of(self.features[clip], steps, float(plan.crop[p]), x[row])
@@ -381,7 +421,7 @@ class BatchMaker:
                 y[row] = np.where(labels > 0.5, 1.0 - eps, eps / n_classes)
             else:
                 y[row] = (1.0 - eps) * labels + eps / n_classes
-            length = int(plan.mask_len[p])
+            length = int(plan.mask_len[p]) * steps // self.steps  # the mask keeps its share of the window
             if length:
                 start = min(int(plan.mask_start[p] * (steps - length + 1)), steps - length)
                 x[row, :, start : start + length] = 0.0
@@ -389,6 +429,21 @@ class BatchMaker:
         if dev.type == "cpu":
             return torch.from_numpy(x), torch.from_numpy(y)
         return torch.from_numpy(x).pin_memory().to(dev, non_blocking=True), torch.from_numpy(y).to(dev)
+
+
+def distillation_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """BCE of the student's logits against the teacher's probabilities ``target``, both softened
+    by ``temperature`` (each class's logit divided by it), times ``temperature ** 2`` so the
+    gradient keeps its scale. At 1 it is plain BCE. Above 1 a class's small probabilities count:
+    at 1 a student that gives 0.001 where the teacher gives 0.02 is almost not corrected (the
+    gradient is the difference of the probabilities), yet how the teacher ranks the clips it
+    calls unlikely is most of what it knows of a rare class."""
+    if temperature == 1.0:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    eps = 1e-6
+    p = target.clamp(eps, 1.0 - eps)
+    soft = torch.sigmoid(torch.log(p / (1.0 - p)) / temperature)
+    return F.binary_cross_entropy_with_logits(logits / temperature, soft) * temperature**2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -675,7 +730,7 @@ def train_head(
 
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
-        plan = plan_epoch(config, epoch, len(train), weights)
+        plan = plan_epoch(config, epoch, len(train), weights, maker.lengths)
         lr = optimizer.param_groups[0]["lr"]
         loss_total = torch.zeros((), dtype=torch.float64, device=device)  # read back every 10 steps, not every step
         loss_n = 0
@@ -688,7 +743,9 @@ def train_head(
             with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=use_autocast):
                 logits = model(x)
             logits = logits.float()
-            if multi_label:
+            if multi_label and soft:
+                loss = distillation_loss(logits, target, config.temperature)
+            elif multi_label:
                 loss = F.binary_cross_entropy_with_logits(logits, target)
             else:
                 loss = F.cross_entropy(logits, target)
@@ -908,6 +965,13 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
     g.add_argument("--teacher-threshold", type=float, default=d.teacher_threshold,
                    help=f"with --teacher-labels: a teacher probability counted as present, for dev mAP and "
                         f"balanced sampling (default: {d.teacher_threshold})")
+    g.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"with --teacher-labels: distillation temperature; above 1 the teacher's small "
+                        f"probabilities weigh more (default: {d.temperature:g})")
+    g.add_argument("--by-length", action="store_true",
+                   help="batches of clips of about one length, each only as long as its longest clip (not "
+                        "short clips repeated to the window): what the head sees when it scores them, and cheaper "
+                        "where most clips are shorter than the window")
     g.add_argument("--no-amp", action="store_true", help="no float16 autocast + loss scaling on CUDA")
     g.add_argument("--bf16", action="store_true",
                    help="autocast bfloat16 (CPU or CUDA): about 2x faster TL-Tr training on CPUs with AVX512-BF16/AMX")
@@ -955,7 +1019,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing, time_mask=args.time_mask, window=args.window, bf16=args.bf16,
         average_last=args.average_last, select_by=args.select_by, seed=args.seed, amp=not args.no_amp,
-        hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold,
+        hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold, temperature=args.temperature,
+        by_length=args.by_length,
         device=args.device, threads=args.threads, preload=args.preload, fp16=args.fp16,
         keep_state=getattr(args, "keep_state", False),
         eval_batch_size=getattr(args, "eval_batch_size", TrainConfig.eval_batch_size),
