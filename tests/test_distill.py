@@ -25,14 +25,7 @@ from tagger.train.features import FeatureCache, clip_features, extract_features,
 from tagger.train.labelling import TeacherLabels, TeacherTargets, add_label_arguments, label_clips, run_label
 from tagger.train.scoring import score_clips
 from tagger.train.teacher import DEFAULT_TEACHER, load_teacher, window_bounds
-from tagger.train.trainer import (
-    TrainConfig,
-    add_train_arguments,
-    distillation_loss,
-    run_train,
-    sample_weights,
-    train_head,
-)
+from tagger.train.trainer import TrainConfig, add_train_arguments, run_train, sample_weights, train_head
 
 needs_teacher = pytest.mark.skipif(not DEFAULT_TEACHER.is_file(),
                                    reason=f"the teacher's weights are not at {DEFAULT_TEACHER} (set EARMARK_TEACHER)")
@@ -228,32 +221,11 @@ def test_a_distilled_head_follows_the_teacher_on_all_527_classes(packed_cache, l
         code = run_train(parse(add_train_arguments, [
             "--train", packed_cache.path, "--dev", packed_cache.path, "--teacher-labels", labelled, "--out", out,
             "--head", head_type, "--epochs", 1, "--batch-size", 16, "--no-plot", "--hard-weight", 0.2,
-            "--temperature", 2]))
+            "--by-length"]))
         assert code == 0, capsys.readouterr().err
         card = json.loads(out.with_suffix(".json").read_text())
         hyper = card["extra"]["hyperparameters"]
-        assert card["n_classes"] == 527 and hyper["hard_weight"] == 0.2 and hyper["temperature"] == 2
-
-
-def test_the_distillation_temperature_weighs_the_teachers_small_probabilities():
-    """At temperature 1 the loss is plain BCE on the teacher's probabilities; above 1 a student far
-    below a small teacher probability (0.001 against 0.02) is corrected several times harder, and
-    a student that matches the teacher is not moved at any temperature."""
-    teacher = torch.tensor([[0.02, 0.6, 0.0, 1.0]])
-    logits = torch.tensor([[-6.9, 0.3, -3.0, 4.0]], requires_grad=True)
-    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher)
-    assert torch.allclose(distillation_loss(logits, teacher, 1.0), plain)
-    grads = {}
-    for t in (1.0, 3.0):
-        logits.grad = None
-        distillation_loss(logits, teacher, t).backward()
-        grads[t] = logits.grad[0, 0].abs().item()
-    assert grads[3.0] > 3 * grads[1.0]
-    matched = torch.logit(teacher.clamp(1e-6, 1 - 1e-6)).requires_grad_(True)
-    distillation_loss(matched, teacher, 3.0).backward()
-    assert matched.grad.abs().max().item() < 1e-5
-    with pytest.raises(ValueError, match="temperature"):
-        TrainConfig(temperature=0.0)
+        assert card["n_classes"] == 527 and hyper["hard_weight"] == 0.2 and hyper["by_length"]
 
 
 def test_a_student_starts_from_a_head_over_fewer_classes(packed_cache, labelled, tmp_path, capsys):

@@ -62,9 +62,6 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the pieces' own labels against the teacher's, where they have them (default: 0.3)")
     distil.add_argument("--teacher-threshold", type=float, default=0.5,
                         help="teacher probability counted as present (default: 0.5)")
-    distil.add_argument("--temperature", type=float, default=1.0,
-                        help="distillation temperature; above 1 the teacher's small probabilities weigh more "
-                             "(default: 1)")
     distil.add_argument("--early-stop", type=int, default=None, metavar="N",
                         help="stop after N evaluations without a better dev mAP; 0: never (default: half the "
                              "evaluations, at least 5)")
@@ -152,7 +149,7 @@ def run_data(args: argparse.Namespace) -> int:
             return 2
         config = distil_config(args.steps, args.lr, args.early_stop, window=args.window, bf16=args.bf16,
                                hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold,
-                               temperature=args.temperature, by_length=args.by_length)
+                               by_length=args.by_length)
         distil_defaults(args.pool, args.corpus, args.work, args.teacher or DEFAULT_TEACHER,
                         [m.strip() for m in args.models.split(",")], heads, config, args.install,
                         extract_bf16=args.extract_bf16, with_corpus=args.with_corpus, init_heads=args.init_heads)

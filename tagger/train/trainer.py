@@ -31,8 +31,6 @@ The recipe (defaults; every number is a flag of ``earmark train``):
   ``--teacher-threshold`` and is half balanced, half uniform (``sample_weights``). Dev metrics are
   against the teacher alone, binarised at that threshold.
 - **Loss**: BCE with logits (multi-label) or cross-entropy on the soft targets (single-label).
-  Distillation at ``--temperature`` T > 1 softens the student's logits and the teacher's
-  probabilities alike (``distillation_loss``), so the teacher's small probabilities count too.
 - **Optimiser**: Adam, betas (0.95, 0.999), weight decay 5e-7, lr 1e-4, batch 48 (the global
   batch: each of W ranks takes batch/W); lr x0.75 after epochs 15, 20, 25, ... (MultiStepLR).
 - **Schedule options** (off by default; ``earmark train``'s ``--recipe auto`` sets them for small
@@ -140,7 +138,6 @@ class TrainConfig:
     # distillation (data with the teacher's probabilities, ``--teacher-labels``)
     hard_weight: float = 0.3  # weight of the data's own labels against the teacher's, where it has them
     teacher_threshold: float = 0.5  # teacher probability counted as present (dev metrics, balanced sampling)
-    temperature: float = 1.0  # distillation temperature (``distillation_loss``); 1: plain BCE on the probabilities
     by_length: bool = False  # batches of clips of about one length, each as long as its longest clip (``plan_epoch``)
     # how the run goes (a resumed run may change these)
     amp: bool = True  # CUDA only: autocast float16 + GradScaler
@@ -155,9 +152,8 @@ class TrainConfig:
 
     RESULT_FIELDS = ("head_type", "epochs", "batch_size", "lr", "lr_decay", "lr_decay_every", "lr_decay_start",
                      "betas", "weight_decay", "balanced", "mixup", "mixup_alpha", "label_smoothing", "time_mask",
-                     "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold", "temperature",
-                     "by_length",
-                     "epoch_steps", "warmup_steps", "schedule", "early_stop", "prior_bias", "init_head")
+                     "window", "average_last", "select_by", "seed", "bf16", "hard_weight", "teacher_threshold",
+                     "by_length", "epoch_steps", "warmup_steps", "schedule", "early_stop", "prior_bias", "init_head")
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -177,8 +173,6 @@ class TrainConfig:
             raise ValueError(f"schedule must be step or cosine, not {self.schedule!r}")
         if (self.epoch_steps is not None and self.epoch_steps < 1) or self.warmup_steps < 0 or self.early_stop < 0:
             raise ValueError("epoch steps must be at least 1; warm-up steps and early stopping patience at least 0")
-        if not self.temperature > 0:
-            raise ValueError(f"the distillation temperature must be positive, not {self.temperature}")
         if self.preload not in ("auto", "yes", "no"):
             raise ValueError(f"preload must be auto, yes or no, not {self.preload!r}")
         steps_per_window(self.window)  # a positive multiple of 0.4 s
@@ -429,21 +423,6 @@ class BatchMaker:
         if dev.type == "cpu":
             return torch.from_numpy(x), torch.from_numpy(y)
         return torch.from_numpy(x).pin_memory().to(dev, non_blocking=True), torch.from_numpy(y).to(dev)
-
-
-def distillation_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """BCE of the student's logits against the teacher's probabilities ``target``, both softened
-    by ``temperature`` (each class's logit divided by it), times ``temperature ** 2`` so the
-    gradient keeps its scale. At 1 it is plain BCE. Above 1 a class's small probabilities count:
-    at 1 a student that gives 0.001 where the teacher gives 0.02 is almost not corrected (the
-    gradient is the difference of the probabilities), yet how the teacher ranks the clips it
-    calls unlikely is most of what it knows of a rare class."""
-    if temperature == 1.0:
-        return F.binary_cross_entropy_with_logits(logits, target)
-    eps = 1e-6
-    p = target.clamp(eps, 1.0 - eps)
-    soft = torch.sigmoid(torch.log(p / (1.0 - p)) / temperature)
-    return F.binary_cross_entropy_with_logits(logits / temperature, soft) * temperature**2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -743,9 +722,7 @@ def train_head(
             with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=use_autocast):
                 logits = model(x)
             logits = logits.float()
-            if multi_label and soft:
-                loss = distillation_loss(logits, target, config.temperature)
-            elif multi_label:
+            if multi_label:
                 loss = F.binary_cross_entropy_with_logits(logits, target)
             else:
                 loss = F.cross_entropy(logits, target)
@@ -965,9 +942,6 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
     g.add_argument("--teacher-threshold", type=float, default=d.teacher_threshold,
                    help=f"with --teacher-labels: a teacher probability counted as present, for dev mAP and "
                         f"balanced sampling (default: {d.teacher_threshold})")
-    g.add_argument("--temperature", type=float, default=d.temperature,
-                   help=f"with --teacher-labels: distillation temperature; above 1 the teacher's small "
-                        f"probabilities weigh more (default: {d.temperature:g})")
     g.add_argument("--by-length", action="store_true",
                    help="batches of clips of about one length, each only as long as its longest clip (not "
                         "short clips repeated to the window): what the head sees when it scores them, and cheaper "
@@ -1019,8 +993,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing, time_mask=args.time_mask, window=args.window, bf16=args.bf16,
         average_last=args.average_last, select_by=args.select_by, seed=args.seed, amp=not args.no_amp,
-        hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold, temperature=args.temperature,
-        by_length=args.by_length,
+        hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold, by_length=args.by_length,
         device=args.device, threads=args.threads, preload=args.preload, fp16=args.fp16,
         keep_state=getattr(args, "keep_state", False),
         eval_batch_size=getattr(args, "eval_batch_size", TrainConfig.eval_batch_size),
