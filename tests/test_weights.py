@@ -464,7 +464,10 @@ def test_ct2_bundled(bundled, weights_cache):
         assert ct2_whisper_dir(bundled.resolved, cache_dir=weights_cache) == ct2_dir
         assert (ct2_dir / "model.bin").stat().st_mtime_ns == mtime, "joined again"
 
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    torch_threads = torch.get_num_threads()
     model = load_ct2_whisper(bundled.resolved, threads=1, cache_dir=weights_cache)
+    assert torch.get_num_threads() == torch_threads, "the decoder's one thread became the encoder's too"
     assert model.is_multilingual == bundled.model.is_multilingual
     tokenizer = get_tokenizer(model.is_multilingual, language="en", task="transcribe")
     features, transcript = speech_features(bundled.model.encoder)
