@@ -131,7 +131,7 @@ def _on_grid(n_samples: int) -> int:
     return math.ceil(n_samples / STEP_SAMPLES) * STEP_SAMPLES
 
 
-PACK_BATCHES = 4  # packing: the clips of this many encoder batches of windows are packed together
+PACK_WINDOWS = 16  # packing: clips of (at least) this many windows of audio are packed together
 
 
 def packs(lengths: Sequence[int]) -> list[list[int]]:
@@ -139,8 +139,9 @@ def packs(lengths: Sequence[int]) -> list[list[int]]:
     rounded up to the 0.4 s step and goes, longest first, into the first group it fits; a clip
     longer than a window is a group of its own. Each group keeps its clips in their order, and the
     groups are in the order of their first clip. On the pool's train split (8,406 pieces of at
-    most 10 s, ``PACK_BATCHES`` batches at a time) the windows hold 94% audio, 1,617 windows; taking
-    the clips in turn, a batch at a time, they held 83%, 1,831 windows."""
+    most 10 s, ``PACK_WINDOWS`` windows of audio at a time) the windows hold 94 % audio: 1,617
+    windows. Taken in turn, one encoder batch at a time (one window on a CPU), the same pieces
+    filled 2,746 windows, 56 % audio."""
     sizes = [_on_grid(n) for n in lengths]
     groups: list[list[int]] = []
     room: list[int] = []
@@ -653,7 +654,7 @@ def extract_features(
                 continue
             group.append((clip, indices, audio))
             windows += len(audio) / WINDOW_SAMPLES if pack else max(1, math.ceil(len(audio) / WINDOW_SAMPLES))
-            if windows >= (PACK_BATCHES * batch_size if pack else batch_size):
+            if windows >= (max(PACK_WINDOWS, batch_size) if pack else batch_size):
                 run_group(group)
                 group, windows = [], 0
         run_group(group)
