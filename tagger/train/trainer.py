@@ -10,8 +10,8 @@ The recipe (defaults; every number is a flag of ``earmark train``):
   serving time on a short last window (``TagStream`` scores real steps only); batches stay one
   shape, and the crop of long clips still varies from epoch to epoch. ``--by-length`` buckets
   after all, for the cost: batches of clips of about one length, each as long as its longest
-  clip (``plan_epoch``); on the distillation pool, whose pieces average 14 of 25 steps, a step
-  then costs about half.
+  clip (``plan_epoch``); on the distillation pool, whose pieces average 14 of 25 steps, base's
+  TL-Tr then trains 1.7x faster (docs/benchmarks.md).
 - **Balanced sampling.** Class weight ``1000 / (count + 0.01)`` over the training clips, clip
   weight = the sum over its labels (a clip without labels counts as one more class, "none");
   ``ceil(N / batch) * batch`` draws with replacement per epoch (one "epoch" ~ N draws).
@@ -343,11 +343,8 @@ def _sorted_in_groups(clip: np.ndarray, lengths: np.ndarray, batch_size: int, rn
     group = LENGTH_GROUP * batch_size
     for first in range(0, len(clip), group):
         part = clip[first : first + group]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches = part.reshape(-1, batch_size) if len(part) % batch_size == 0 else None
-        if batches is not None:
-            part = batches[rng.permutation(len(batches))].reshape(-1)
-        out[first : first + len(part)] = part
+        batches = part[np.argsort(lengths[part], kind="stable")].reshape(-1, batch_size)  # draws: whole batches
+        out[first : first + len(part)] = batches[rng.permutation(len(batches))].reshape(-1)
     return out
 
 
