@@ -391,3 +391,15 @@ def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
     pool_train = len(load_dataset(pool / "train.csv").clips)
     assert card.extra["training_data"]["train"]["clips"] == pool_train + len(others)
     assert TeacherLabels.open(tmp_path / "work" / "labels" / "corpus-train").records
+    # corpus first: a head on the corpus' own labels from the packed features, then the student from it
+    with pytest.raises(ValueError, match="with_corpus"):
+        distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["wa_mlp"], config,
+                        corpus_first=2)
+    capsys.readouterr()
+    (student,) = distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["wa_mlp"], config,
+                                 with_corpus=True, corpus_first=2)
+    first = tmp_path / "work" / "heads" / "tiny.en-wa_mlp-corpus.safetensors"
+    assert "trained on the corpus' labels" in capsys.readouterr().out
+    corpus_card = load_head(first).card
+    assert [label.name for label in corpus_card.labels] == names and corpus_card.extra["hyperparameters"]["epochs"] == 2
+    assert load_head(student.path).card.extra["hyperparameters"]["init_head"] == str(first)

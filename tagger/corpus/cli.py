@@ -73,6 +73,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     distil.add_argument("--init-heads", type=Path, default=None, metavar="DIR",
                         help="start each student from DIR/MODEL.safetensors where that head is of the same type (the "
                              "corpus-trained heads): its layers, and its output rows for the classes it has")
+    distil.add_argument("--corpus-first", type=int, default=None, metavar="EPOCHS",
+                        help="without --init-heads: start each student from a head trained first on the corpus' "
+                             "own labels alone, EPOCHS epochs of train-default's recipe on the features already "
+                             "extracted (needs --with-corpus; 30 gave the corpus-trained heads)")
     distil.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
     distil.add_argument("--extract-bf16", action="store_true", help="extract features under bfloat16 autocast")
 
@@ -101,14 +105,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The recipe of ``train-default``: the reference's lr schedule (30 epochs: decay after 15, then
-    every 5) stretched to ``--epochs`` unless the decay flags say otherwise."""
-    from ..train.trainer import TrainConfig
+    """The recipe of ``train-default`` (``corpus_config``) with the command's options."""
+    from .default_heads import corpus_config
 
-    decay_start = args.lr_decay_start if args.lr_decay_start is not None else args.epochs // 2
-    decay_every = args.lr_decay_every if args.lr_decay_every is not None else max(1, round(args.epochs / 6))
-    return TrainConfig(epochs=args.epochs, window=args.window, bf16=args.bf16, progress=False,
-                       lr_decay_start=decay_start, lr_decay_every=decay_every, **({"lr": args.lr} if args.lr else {}))
+    return corpus_config(args.epochs, args.lr_decay_start, args.lr_decay_every, window=args.window, bf16=args.bf16,
+                         **({"lr": args.lr} if args.lr else {}))
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -147,12 +148,17 @@ def run_data(args: argparse.Namespace) -> int:
         if any(h not in HEAD_TYPES for h in heads) or (args.install and args.install not in heads):
             print(f"earmark data distil-default: unknown head type in {args.heads!r} or --install", file=sys.stderr)
             return 2
+        if args.corpus_first is not None and not (args.with_corpus and args.corpus_first > 0):
+            print("earmark data distil-default: --corpus-first trains on the corpus' train and dev features, which "
+                  "only --with-corpus extracts; pass --with-corpus and a positive number of epochs", file=sys.stderr)
+            return 2
         config = distil_config(args.steps, args.lr, args.early_stop, window=args.window, bf16=args.bf16,
                                hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold,
                                by_length=args.by_length)
         distil_defaults(args.pool, args.corpus, args.work, args.teacher or DEFAULT_TEACHER,
                         [m.strip() for m in args.models.split(",")], heads, config, args.install,
-                        extract_bf16=args.extract_bf16, with_corpus=args.with_corpus, init_heads=args.init_heads)
+                        extract_bf16=args.extract_bf16, with_corpus=args.with_corpus, init_heads=args.init_heads,
+                        corpus_first=args.corpus_first)
         print(f"done in {time.perf_counter() - started:.0f} s")
         return 0
     from .default_heads import train_defaults

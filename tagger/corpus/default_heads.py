@@ -51,6 +51,16 @@ class HeadResult:
     parameters: int
 
 
+def corpus_config(epochs: int = 30, decay_start: int | None = None, decay_every: int | None = None,
+                  **options) -> TrainConfig:
+    """The recipe of the corpus-trained heads: the reference's lr schedule (30 epochs: decay after
+    15, then every 5) stretched to ``epochs`` unless ``decay_start`` and ``decay_every`` say
+    otherwise; ``options``: other ``TrainConfig`` fields."""
+    return TrainConfig(epochs=epochs, progress=False,
+                       lr_decay_start=decay_start if decay_start is not None else epochs // 2,
+                       lr_decay_every=decay_every if decay_every is not None else max(1, round(epochs / 6)), **options)
+
+
 def corpus_labels(corpus: Path) -> LabelSet:
     with open(corpus / "labels.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
