@@ -35,9 +35,9 @@ from .writers import render
 __all__ = [
     "SAMPLE_RATE",
     "AudioError",
-    "AudioReader",
     "AudioFormat",
     "AudioJob",
+    "AudioReader",
     "AudioTooLongError",
     "AudioTrackError",
     "ContainerDecoder",

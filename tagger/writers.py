@@ -25,7 +25,7 @@ class Cue:
 
 
 def timestamp(seconds: float, separator: str = ".", always_hours: bool = False) -> str:
-    millis = int(round(seconds * 1000))
+    millis = round(seconds * 1000)
     hours, millis = divmod(millis, 3_600_000)
     minutes, millis = divmod(millis, 60_000)
     secs, millis = divmod(millis, 1000)

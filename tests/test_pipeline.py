@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import threading
 
@@ -230,7 +231,7 @@ def test_word_timestamps_lie_inside_their_segments(tiny_en):
     for segment in result.segments:
         for word in segment.words:
             assert segment.start - 0.01 <= word.start <= word.end <= segment.end + 0.01
-    assert all(a.start <= b.start for a, b in zip(words, words[1:]))
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
 
 
 def test_tags_only_never_runs_the_decoder(tiny_en_tagged):

@@ -435,12 +435,12 @@ def test_audio_held_by_a_streamed_answer_is_let_go_when_its_client_leaves(server
     released, or the next request of the same length would be refused (two pass HELD)."""
     data = wav(tone(HELD * 0.7), 16000)
     for read_first in (True, False):
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            with client.stream("POST", TRANSCRIBE, files={"file": ("a.wav", data)},
-                               data={"stream": "true", "response_format": "json"}) as response:
-                assert response.status_code == 200, response.read()
-                if read_first:
-                    next(response.iter_lines())
+        with httpx.Client(base_url=server.url, timeout=60) as client, \
+                client.stream("POST", TRANSCRIBE, files={"file": ("a.wav", data)},
+                              data={"stream": "true", "response_format": "json"}) as response:
+            assert response.status_code == 200, response.read()
+            if read_first:
+                next(response.iter_lines())
         end = time.monotonic() + 30
         while True:
             after = httpx.post(server.url + TRANSCRIBE, files={"file": ("a.wav", data)}, timeout=60)

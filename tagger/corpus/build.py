@@ -232,14 +232,12 @@ def split_groups(sources: Sequence[Source], seed: int) -> dict[str, str]:
         rarest = min(labels, key=lambda label: (groups_per_label[label], label)) if labels else None
         total = groups_per_label[rarest] if rarest else 1
         allowed = ("train",) if total == 1 else ("train", "test") if total == 2 else SPLITS
-
-        def lack(split: str) -> float:
-            if rarest is None:
-                return SPLIT_SHARES[split]
-            shares = {s: SPLIT_SHARES[s] for s in allowed}
-            return shares[split] / sum(shares.values()) * total - placed[split][rarest]
-
-        split = max(allowed, key=lambda s: (lack(s), SPLIT_SHARES[s]))
+        if rarest is None:
+            lack = dict(SPLIT_SHARES)
+        else:  # how far each allowed split is below its share of the rarest label's groups
+            allowed_share = sum(SPLIT_SHARES[s] for s in allowed)
+            lack = {s: SPLIT_SHARES[s] / allowed_share * total - placed[s][rarest] for s in allowed}
+        split = max(allowed, key=lambda s: (lack[s], SPLIT_SHARES[s]))
         assignment[group] = split
         placed[split].update(labels)
     return assignment
