@@ -399,7 +399,9 @@ def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
     (student,) = distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["wa_mlp"], config,
                                  with_corpus=True, corpus_first=2)
     first = tmp_path / "work" / "heads" / "tiny.en-wa_mlp-corpus.safetensors"
-    assert "trained on the corpus' labels" in capsys.readouterr().out
+    assert "trained on the corpus' own labels" in capsys.readouterr().out
     corpus_card = load_head(first).card
-    assert [label.name for label in corpus_card.labels] == names and corpus_card.extra["hyperparameters"]["epochs"] == 2
+    assert [label.name for label in corpus_card.labels] == names
+    assert corpus_card.extra["training_data"]["train"]["clips"] == len(others)  # train and dev: a final fit
+    assert corpus_card.extra["hyperparameters"]["epochs"] == 2
     assert load_head(student.path).card.extra["hyperparameters"]["init_head"] == str(first)

@@ -75,8 +75,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                              "corpus-trained heads): its layers, and its output rows for the classes it has")
     distil.add_argument("--corpus-first", type=int, default=None, metavar="EPOCHS",
                         help="without --init-heads: start each student from a head trained first on the corpus' "
-                             "own labels alone, EPOCHS epochs of train-default's recipe on the features already "
-                             "extracted (needs --with-corpus; 30 gave the corpus-trained heads)")
+                             "own labels alone, a final fit of EPOCHS epochs of train-default's recipe at lr 5e-4 on "
+                             "the features already extracted (needs --with-corpus; the corpus-trained heads had 100)")
     distil.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
     distil.add_argument("--extract-bf16", action="store_true", help="extract features under bfloat16 autocast")
 
