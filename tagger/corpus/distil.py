@@ -46,7 +46,7 @@ from ..train.features import ArrayFeatures, FeatureCache, extract_features, join
 from ..train.labelling import TeacherLabels, TeacherTargets, label_clips
 from ..train.metrics import compute_metrics
 from ..train.scoring import label_mapping, score_clips
-from ..train.trainer import TrainConfig, train_head
+from ..train.trainer import TrainConfig, state_dir, train_head
 from .build import SPLITS
 from .default_heads import INSTALL_DIR, corpus_config, corpus_labels, head_cost_ms
 
@@ -230,6 +230,11 @@ def install(result: DistilResult, measures: dict, target_dir: Path = INSTALL_DIR
     return target
 
 
+def finished(out: Path) -> bool:
+    """A training run that ended: its weights are there and no state of a run cut off."""
+    return out.is_file() and not state_dir(out).exists()
+
+
 CORPUS_FIRST_LR = 5e-4  # the corpus-trained heads' learning rate (MODEL_CARD.md, "The corpus-trained heads")
 
 
@@ -241,7 +246,7 @@ def corpus_head(caches: dict[str, FeatureCache], work: Path, config: TrainConfig
     60 epochs here: the start 0.570, base's student from it 0.582, MODEL_CARD.md). Cached:
     trained once, resumed if cut off."""
     out = work / "heads" / f"{caches['corpus-train'].backbone}-{config.head_type}-corpus.safetensors"
-    if out.is_file() and not out.with_name(out.name + ".state").exists():
+    if finished(out):
         return out
     started = time.perf_counter()
     train_head(join_caches([caches["corpus-train"], caches["corpus-dev"]]), None, config, out, resume=True)
@@ -281,7 +286,7 @@ def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, mo
                 else None
             out = work / "heads" / f"{caches['pool-train'].backbone}-{head_type}.safetensors"
             started = time.perf_counter()
-            if out.is_file() and not (out.with_name(out.name + ".state")).exists():
+            if finished(out):
                 print(f"{out} exists: measured again, not trained again", flush=True)
                 dev_mAP = None
             else:
