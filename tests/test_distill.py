@@ -384,6 +384,8 @@ def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 clips labelled" in out and "0 clips extracted" in out and "not trained again" in out
     assert again[0].pool_test_mAP == pytest.approx(result.pool_test_mAP)
+    # measured again, the report keeps the trained head's dev mAP and training time
+    assert (again[0].dev_mAP, again[0].train_seconds) == (result.dev_mAP, result.train_seconds) and result.train_seconds > 0
     # the corpus' own train and dev clips train too: labelled, extracted (packed) and counted
     (with_corpus,) = distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["last_mlp"],
                                      config, with_corpus=True)
