@@ -228,6 +228,7 @@ def test_a_distilled_head_follows_the_teacher_on_all_527_classes(packed_cache, l
         card = json.loads(out.with_suffix(".json").read_text())
         hyper = card["extra"]["hyperparameters"]
         assert card["n_classes"] == 527 and hyper["hard_weight"] == 0.2 and hyper["by_length"]
+        assert (hyper["mixup"], hyper["time_mask"], hyper["balanced"]) == (0.0, 0, False)  # the auto recipe distils
 
 
 def test_a_student_starts_from_a_head_over_fewer_classes(packed_cache, labelled, tmp_path, capsys):
@@ -345,7 +346,7 @@ def test_pool_keeps_the_corpus_splits_and_resumes(tmp_path):
 def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
     """The whole pipeline on a small pool: label, extract (packed), train, measure, install into a
     folder; run again, every stage comes from its cache."""
-    from tagger.corpus.distil import distil_defaults
+    from tagger.corpus.distil import distil_config, distil_defaults
 
     clips = pick(percussion_clips(), per_class=6) + pick(drum_clips(), per_class=3)
     sources = [Source(source_id=f"fixtures:{c.path.name}", group=f"fixtures:{c.kit}:{c.label}", labels=(c.audioset,),
@@ -367,6 +368,8 @@ def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
     with open(corpus / "labels.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["index", "mid", "display_name"],
                                  *([i, audioset()[audioset().index_of(n)].mid, n] for i, n in enumerate(names))])
+    recipe = distil_config(steps=100, lr=1e-3, by_length=True)
+    assert (recipe.mixup, recipe.time_mask, recipe.balanced, recipe.by_length) == (0.0, 0, False, True)
     config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, progress=False, label_smoothing=0.0)
     install_dir = tmp_path / "installed"
     install_dir.mkdir()

@@ -214,7 +214,12 @@ def test_the_auto_recipe_fits_the_data(caches):
                                                       "--all-classes"]), train)
     assert (given.config.epochs, given.config.epoch_steps, given.config.lr, given.config.warmup_steps) == (3, None, 3e-4, 0)
     assert given.config.early_stop == 0 and given.apply(train) is train  # all 527 classes, as extracted
-    assert choose_recipe(args, train, teacher=True).apply(train) is train  # distillation keeps 527
+    distil = choose_recipe(args, train, teacher=True)
+    assert distil.apply(train) is train  # distillation keeps 527
+    assert (distil.config.mixup, distil.config.time_mask, distil.config.balanced) == (0.0, 0, False)
+    assert (config.mixup, config.time_mask) == (TrainConfig.mixup, TrainConfig.time_mask)  # not distilling: as given
+    mixed = choose_recipe(parse(add_train_arguments, ["--train", "t", "--out", "x", "--mixup", 0.3]), train, teacher=True)
+    assert (mixed.config.mixup, mixed.config.time_mask) == (0.3, TrainConfig.time_mask)  # given options win
     large = choose_recipe(args, train, n_clips=LARGE_DATA)
     assert large.config == TrainConfig() and large.columns is not None  # the reference schedule, the data's classes
     assert choose_recipe(args, train, n_clips=SMALL_HEAD_DATA).config.head_type == "tl_tr"

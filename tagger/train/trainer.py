@@ -919,12 +919,14 @@ def add_training_options(parser: argparse.ArgumentParser, include_head: bool = T
     g.add_argument("--adam-betas", type=float, nargs=2, default=list(d.betas), metavar=("B1", "B2"),
                    help="Adam betas (default: 0.95 0.999)")
     g.add_argument("--no-balance", action="store_true", help="uniform shuffling instead of balanced sampling")
-    g.add_argument("--mixup", type=float, default=d.mixup, help=f"mixup probability per draw (default: {d.mixup})")
+    g.add_argument("--mixup", type=float, default=None,
+                   help=f"mixup probability per draw (default: {d.mixup}; 0 when distilling under the auto recipe)")
     g.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha, help=f"lambda ~ Beta(a, a) (default: {d.mixup_alpha:g})")
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
                    help=f"epsilon (default: {d.label_smoothing})")
-    g.add_argument("--time-mask", type=int, default=d.time_mask,
-                   help=f"mask up to this many steps per 25, scaled to the window; 0: off (default: {d.time_mask})")
+    g.add_argument("--time-mask", type=int, default=None,
+                   help=f"mask up to this many steps per 25, scaled to the window; 0: off (default: {d.time_mask}; "
+                        "0 when distilling under the auto recipe)")
     g.add_argument("--window", type=float, default=d.window,
                    help=f"training window in seconds, a multiple of 0.4 (default: {d.window:g})")
     g.add_argument("--average-last", type=int, default=None,
@@ -987,8 +989,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         early_stop=_given(args, "early_stop", d.early_stop), prior_bias=not getattr(args, "zero_bias", False),
         init_head=getattr(args, "init_head", None),
         lr_decay_every=args.lr_decay_every, lr_decay_start=args.lr_decay_start, betas=tuple(args.adam_betas),
-        weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
-        label_smoothing=args.label_smoothing, time_mask=args.time_mask, window=args.window, bf16=args.bf16,
+        weight_decay=args.weight_decay, balanced=not args.no_balance, mixup=_given(args, "mixup", d.mixup),
+        mixup_alpha=args.mixup_alpha, label_smoothing=args.label_smoothing,
+        time_mask=_given(args, "time_mask", d.time_mask), window=args.window, bf16=args.bf16,
         average_last=args.average_last, select_by=args.select_by, seed=args.seed, amp=not args.no_amp,
         hard_weight=args.hard_weight, teacher_threshold=args.teacher_threshold, by_length=args.by_length,
         device=args.device, threads=args.threads, preload=args.preload, fp16=args.fp16,
