@@ -219,7 +219,8 @@ def test_the_auto_recipe_fits_the_data(caches):
     assert (distil.config.mixup, distil.config.time_mask, distil.config.balanced) == (0.0, 0, False)
     assert (config.mixup, config.time_mask) == (TrainConfig.mixup, TrainConfig.time_mask)  # not distilling: as given
     mixed = choose_recipe(parse(add_train_arguments, ["--train", "t", "--out", "x", "--mixup", 0.3]), train, teacher=True)
-    assert (mixed.config.mixup, mixed.config.time_mask) == (0.3, TrainConfig.time_mask)  # given options win
+    assert (mixed.config.mixup, mixed.config.time_mask) == (0.3, 0)  # a given option wins; the other stays off
+    assert any(note.startswith("no time mask:") for note in mixed.notes)
     assert not any(note.startswith("balanced sampling") for note in mixed.notes)  # distillation draws uniformly
     large = choose_recipe(args, train, n_clips=LARGE_DATA)
     assert large.config == TrainConfig() and large.columns is not None  # the reference schedule, the data's classes
