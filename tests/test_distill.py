@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -214,6 +215,10 @@ def test_a_distilled_head_follows_the_teacher_on_all_527_classes(packed_cache, l
     capsys.readouterr()
     assert run_evaluate(parse(add_evaluate_arguments, [*common, "--clips", listed])) == 0
     assert json.loads(capsys.readouterr().out)["n_clips"] == len(packed_cache.clip_ids[::2])
+    assert run_evaluate(parse(add_evaluate_arguments, [*common[:-1], "--bootstrap", 50])) == 0
+    assert re.search(r"mAP: 0\.\d{4} ± 0\.\d{4} \(standard error, 50 resamplings", capsys.readouterr().out)
+    assert run_evaluate(parse(add_evaluate_arguments, [*common[:-1], "--bootstrap", 1])) == 2
+    assert "at least 2 resamplings" in capsys.readouterr().err
     listed.write_text(listed.read_text() + "not/extracted.flac,\n")
     assert run_evaluate(parse(add_evaluate_arguments, [*common, "--clips", listed])) == 2
     err = capsys.readouterr().err
@@ -377,11 +382,13 @@ def test_distil_default_runs_every_stage_and_installs(tmp_path, capsys):
                               install_type="wa_tr", install_dir=install_dir)
     (result,) = results
     assert 0 <= result.pool_test_mAP <= 1 and -1 <= result.pool_test_correlation <= 1
+    assert 0 <= result.pool_test_mAP_se < 0.5
     assert 0 < result.corpus_test_mAP <= 1 and 0 < result.teacher_corpus_test_mAP <= 1
     head = load_head(install_dir / "tiny.en.safetensors")
     assert len(head.card.labels) == 527 and len(head.card.extra["thresholds"]) == 527
     assert head.card.extra["test_metrics"]["corpus_test"]["mAP"] == pytest.approx(result.corpus_test_mAP)
-    assert "| tiny.en | wa_tr |" in (tmp_path / "work" / "distillation.md").read_text()
+    assert f"| tiny.en | wa_tr | {result.pool_test_mAP:.3f} ± {result.pool_test_mAP_se:.3f} |" in \
+        (tmp_path / "work" / "distillation.md").read_text()
     capsys.readouterr()
     again = distil_defaults(pool, corpus, tmp_path / "work", DEFAULT_TEACHER, ["tiny.en"], ["wa_tr"], config)
     out = capsys.readouterr().out

@@ -32,7 +32,7 @@ from tagger.train.convert import add_convert_head_arguments, run_convert_head
 from tagger.train.datasets import default_multi_label, load_dataset, resolve_labels
 from tagger.train.evaluate import add_evaluate_arguments, evaluate_head, run_evaluate
 from tagger.train.features import CacheMismatchError, FeatureCache, extract_features, join_caches
-from tagger.train.metrics import average_precision, compute_metrics, d_prime, roc_auc
+from tagger.train.metrics import average_precision, compute_metrics, d_prime, map_standard_error, roc_auc
 from tagger.train.scoring import label_mapping, score_clips, window_spans
 from tagger.train.trainer import (
     BatchMaker,
@@ -132,6 +132,23 @@ def test_metrics_equal_scikit_learn():
     assert m.mAUC == pytest.approx(sklearn_metrics.roc_auc_score(targets[:, keep], scores[:, keep], average="macro"))
     for c in np.flatnonzero(keep):
         assert m.per_class_ap[c] == pytest.approx(sklearn_metrics.average_precision_score(targets[:, c], scores[:, c]))
+
+
+def test_the_map_standard_error_shrinks_with_more_clips_and_grows_with_rare_classes():
+    rng = np.random.default_rng(3)
+    targets = np.eye(5)[rng.integers(0, 5, 400)]  # every clip one of 5 classes
+    assert map_standard_error(targets, targets) == 0.0  # scored exactly: every resampling ranks them perfectly
+    scores = targets + rng.normal(0, 0.6, targets.shape)
+    few_clips, many_clips = map_standard_error(targets[:40], scores[:40]), map_standard_error(targets, scores)
+    assert few_clips > many_clips > 0
+    rare = np.zeros((400, 1))
+    rare[[3, 200], 0] = 1  # two positives, one ranked first and one far down: the AP swings with the draw
+    rare_scores = rng.random((400, 1)) * 0.9
+    rare_scores[3], rare_scores[200] = 1.0, 0.5
+    assert map_standard_error(rare, rare_scores) > 5 * many_clips
+    assert map_standard_error(targets, scores, seed=1) == map_standard_error(targets, scores, seed=1)
+    with pytest.raises(ValueError, match="resamples"):
+        map_standard_error(targets, scores, resamples=1)
 
 
 # --------------------------------------------------------------------------- the recipe, unit by unit

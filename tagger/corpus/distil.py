@@ -44,7 +44,7 @@ from ..train.datasets import load_dataset
 from ..train.evaluate import correlations, evaluate_head
 from ..train.features import ArrayFeatures, FeatureCache, extract_features, join_caches
 from ..train.labelling import TeacherLabels, TeacherTargets, label_clips
-from ..train.metrics import compute_metrics
+from ..train.metrics import compute_metrics, map_standard_error
 from ..train.scoring import label_mapping, score_clips
 from ..train.trainer import TrainConfig, state_dir, train_head
 from .build import SPLITS
@@ -58,6 +58,7 @@ class DistilResult:
     path: Path
     pool_test_mAP: float  # against the teacher's labels, binarised
     pool_test_correlation: float
+    pool_test_mAP_se: float | None  # its bootstrap standard error over the test pieces (None: measured before it was)
     corpus_test_mAP: float  # the corpus' own labels (166 classes)
     teacher_corpus_test_mAP: float
     dev_mAP: float | None
@@ -185,7 +186,8 @@ def measure(head_path: Path, caches: dict[str, FeatureCache], stores: dict[str, 
     test = TeacherTargets(caches["pool-test"], pool_labels, 0.0, threshold)
     evaluation = evaluate_head(head, test)
     overall, per_class_r = correlations(evaluation.scores, test.soft_targets())
-    out["pool_test"] = {**evaluation.metrics.summary(), "correlation": overall}
+    out["pool_test"] = {**evaluation.metrics.summary(), "correlation": overall,
+                        "mAP_se": map_standard_error(evaluation.targets, evaluation.scores)}
     dev = TeacherTargets(caches["pool-dev"], pool_labels, 0.0, threshold)
     dev_scores = score_clips(head.module, [dev.features(i) for i in range(len(dev))], 25, True)
     thresholds = best_f1_thresholds(dev_scores, dev.targets() > 0.5, threshold)
@@ -210,11 +212,12 @@ def write_report(results: list[DistilResult], work: Path) -> None:
     rows = [{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(r).items() if k not in ("per_class", "thresholds")}
             for r in results]
     (work / "distillation.json").write_text(json.dumps(rows, indent=1) + "\n")
-    lines = [("| model | head | pool test mAP vs teacher | correlation | corpus test mAP (teacher) | dev mAP | "
+    lines = [("| model | head | pool test mAP vs teacher (± standard error) | correlation | corpus test mAP (teacher) | dev mAP | "
              "train s | head ms / 30 s window (int8, CPU) | parameters |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         dev = f"{r.dev_mAP:.3f}" if r.dev_mAP is not None else ""
-        lines.append(f"| {r.model} | {r.head_type} | {r.pool_test_mAP:.3f} | {r.pool_test_correlation:.3f} | "
+        error = f" ± {r.pool_test_mAP_se:.3f}" if r.pool_test_mAP_se is not None else ""
+        lines.append(f"| {r.model} | {r.head_type} | {r.pool_test_mAP:.3f}{error} | {r.pool_test_correlation:.3f} | "
                      f"{r.corpus_test_mAP:.3f} ({r.teacher_corpus_test_mAP:.3f}) | {dev} | {r.train_seconds:.0f} | "
                      f"{r.ms_per_window:.1f} | {r.parameters / 1e6:.2f}M |")
     (work / "distillation.md").write_text("\n".join(lines) + "\n")
@@ -307,6 +310,7 @@ def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, mo
             results.append(DistilResult(
                 model=caches["pool-train"].backbone, head_type=head_type, path=out,
                 pool_test_mAP=measures["pool_test"]["mAP"], pool_test_correlation=measures["pool_test"]["correlation"],
+                pool_test_mAP_se=measures["pool_test"].get("mAP_se"),
                 corpus_test_mAP=measures["corpus_test"]["mAP"],
                 teacher_corpus_test_mAP=measures["teacher_corpus_test"]["mAP"], dev_mAP=dev_mAP,
                 train_seconds=seconds, ms_per_window=round(head_cost_ms(head), 2),

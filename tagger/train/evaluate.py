@@ -28,7 +28,7 @@ from ..heads import HEAD_TYPES, LoadedHead, int8_head, load_head
 from ..labels import LabelSet
 from ..tagging import steps_per_window
 from .features import ArrayFeatures
-from .metrics import Metrics, compute_metrics
+from .metrics import Metrics, compute_metrics, map_standard_error
 from .recipe import add_recipe_options
 from .scoring import label_mapping, score_clips
 from .trainer import TrainConfig, TrainData, add_training_options, setup_threads, train_head
@@ -310,6 +310,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score against a teacher's labels of the same clips (`earmark label` stores) instead of "
                              "the data's: mAP against the teacher binarised at --teacher-threshold, and the "
                              "correlation of the probabilities")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="also report the mAP's standard error over N resamplings of the clips (200 is "
+                             "plenty; default: 0, none)")
     parser.add_argument("--head-type", dest="head_type", default=None,
                         help="head type trained in each fold with --folds (--recipe reference: tl_tr; auto: wa_mlp "
                              "below 5,000 training clips, else tl_tr; linear: the linear-probe baseline)")
@@ -334,7 +337,9 @@ def _print_metrics(metrics: dict, stream=sys.stdout) -> None:
     for key in ("mAP", "mAUC", "d_prime", "accuracy"):
         value = metrics.get(key)
         if value is not None:
-            print(f"{key:>9}: {value:.4f}", file=stream)
+            error = f" ± {metrics['mAP_se']:.4f} (standard error, {metrics['bootstrap']} resamplings of the clips)" \
+                if key == "mAP" and metrics.get("mAP_se") is not None else ""
+            print(f"{key:>9}: {value:.4f}{error}", file=stream)
     print(f"    clips: {metrics['n_clips']}, classes: {metrics['n_classes']} "
           f"({metrics['classes_scored']} with positives)", file=stream)
 
@@ -399,6 +404,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if getattr(args, "clips", None) and not args.features:
         print("earmark evaluate: --clips narrows a feature cache: give it with --features", file=sys.stderr)
         return 2
+    if args.bootstrap and args.bootstrap < 2:
+        print(f"earmark evaluate: --bootstrap {args.bootstrap}: a standard error needs at least 2 resamplings "
+              "(200 is plenty)", file=sys.stderr)
+        return 2
+    if args.folds and args.bootstrap:
+        print("earmark evaluate: --bootstrap resamples one test set; --folds reports the spread over the folds "
+              "instead: give one of them", file=sys.stderr)
+        return 2
     if args.folds and args.head in HEAD_TYPES and not Path(args.head).exists():  # --folds --head linear
         if args.head_type not in (None, args.head):
             print(f"earmark evaluate: --head {args.head} and --head-type {args.head_type} disagree", file=sys.stderr)
@@ -436,6 +449,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.teacher_labels:
         overall, _ = correlations(evaluation.scores, data.soft_targets())
         summary.update(against="teacher", teacher_threshold=args.teacher_threshold, correlation=overall)
+    if args.bootstrap:
+        summary.update(mAP_se=map_standard_error(evaluation.targets, evaluation.scores, args.bootstrap),
+                       bootstrap=args.bootstrap)
     if evaluation.missing:
         summary["classes_not_in_head"] = evaluation.missing
     if args.report_dir:
