@@ -61,8 +61,14 @@ def offline(model, scene):
     return model.transcribe(scene, language="en")
 
 
+def int16(audio: np.ndarray) -> np.ndarray:
+    """The 16-bit samples a client sends of ``audio``: written to a FLAC as these, a file carries the
+    very samples raw PCM does (``write_flac`` scales floats by 32767, the decoders by 1/32768)."""
+    return np.round(audio * 32768).clip(-32768, 32767).astype("<i2")
+
+
 def pcm_bytes(audio: np.ndarray) -> bytes:
-    return (np.round(audio * 32768).clip(-32768, 32767).astype("<i2")).tobytes()
+    return int16(audio).tobytes()
 
 # The default head is int8 on a CPU (tagger.heads.int8_head): each call quantizes its activations,
 # so a difference in the last float bits of the features (the server's encoder runs on other
@@ -219,7 +225,7 @@ def test_stream_over_websocket_equals_offline_with_20ms_frames(server, scene, of
 
 def test_async_stream_of_a_container_equals_offline(server, scene, offline, tmp_path):
     path = tmp_path / "scene.flac"
-    write_flac(path, scene)
+    write_flac(path, int16(scene))
 
     async def run():
         async with AsyncClient(server.url) as client:
@@ -366,7 +372,7 @@ def test_earmark_stream_reads_raw_pcm_from_stdin_and_a_file_at_real_time(tmp_pat
     assert last_word in piped.stdout.decode().lower()
     assert re.search(r"^\[00:00\.\d\d --> 00:\d\d\.\d\d\] ", piped.stdout.decode(), re.MULTILINE)
     flac = tmp_path / "clip.flac"
-    write_flac(flac, audio)
+    write_flac(flac, int16(audio))
     paced = subprocess.run([*command, str(flac), "--realtime"], capture_output=True, cwd=ROOT, env=env, check=False, timeout=600)
     assert paced.returncode == 0, paced.stderr.decode()[-2000:]
     same_but_probabilities(paced.stdout.decode(), piped.stdout.decode())
@@ -392,7 +398,7 @@ def test_stream_frames_of_odd_sizes_decode_to_the_same_samples():
 def test_openai_sdk_stream_true_gets_text_as_each_window_finishes(server, scene, tmp_path):
     openai = pytest.importorskip("openai")
     path = tmp_path / "long.flac"
-    write_flac(path, scene[: 45 * 16000])  # two windows
+    write_flac(path, int16(scene[: 45 * 16000]))  # two windows
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     with open(path, "rb") as f:
         events = list(client.audio.transcriptions.create(model="whisper-1", file=f, stream=True, language="en"))

@@ -333,7 +333,8 @@ def only_listed(cache, clips_csv: str, data_format: str = "auto"):
     return cache.only(listed)
 
 
-def _print_metrics(metrics: dict, stream=sys.stdout) -> None:
+def _print_metrics(metrics: dict, stream=None) -> None:
+    stream = stream or sys.stdout  # looked up now: a caller may have replaced it
     for key in ("mAP", "mAUC", "d_prime", "accuracy"):
         value = metrics.get(key)
         if value is not None:
