@@ -18,6 +18,7 @@ from speech_fixtures import speech_clips
 
 from tagger.audio import SAMPLE_RATE, load_audio
 from tagger.corpus.build import Source
+from tagger.corpus.distil import note_unlabelled
 from tagger.corpus.pool import PIECE_SECONDS, PoolConfig, build_pool, source_pieces
 from tagger.heads import HEAD_TYPES, load_head
 from tagger.labels import audioset
@@ -127,7 +128,7 @@ def test_packed_clips_get_the_steps_over_their_own_audio(tiny_en):
 
 
 @needs_teacher
-def test_label_store_resumes_and_reads_back(teacher, mixed_csv, labelled, tmp_path):
+def test_label_store_resumes_and_reads_back(teacher, mixed_csv, labelled, packed_cache, tmp_path, capsys):
     clips = load_dataset(mixed_csv).clips
     store = TeacherLabels.open(labelled)
     assert len(store) == len(clips) and store.window == 10.0 and store.labels.name == audioset().name
@@ -139,6 +140,10 @@ def test_label_store_resumes_and_reads_back(teacher, mixed_csv, labelled, tmp_pa
     # an interrupted run (its first part only) resumed: the same labels, nothing labelled twice
     out = tmp_path / "resumed"
     label_clips(teacher, DEFAULT_TEACHER, clips[:12], out, progress=False, part_clips=5)
+    partial = TeacherTargets(packed_cache, TeacherLabels.open(out))
+    assert (len(partial), partial.missing) == (12, len(clips) - 12)
+    note_unlabelled("pool-train", partial)  # what distil-default says of clips it trains without
+    assert f"pool-train: {len(clips) - 12} clips have no teacher labels and are left out" in capsys.readouterr().out
     report = label_clips(teacher, DEFAULT_TEACHER, clips, out, progress=False, part_clips=5)
     assert (report.n_cached, report.n_done) == (12, len(clips) - 12)
     resumed = TeacherLabels.open(out)
@@ -159,6 +164,20 @@ def test_label_command_reports_unreadable_clips(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0 and "1 clips labelled" in err and "notes.wav" in err
     assert len(TeacherLabels.open(tmp_path / "store")) == 1
+    # a skip is this run's finding, not the store's: the next run tries the clip again, and labels
+    # it once it reads (a file missing or broken then, a pool being rebuilt, may be whole now)
+    again = ["--data", tmp_path / "audio", "--out", tmp_path / "store", "--no-progress"]
+    assert run_label(parse(add_label_arguments, again)) == 0
+    err = capsys.readouterr().err
+    assert "0 clips labelled, 1 already there, 1 skipped" in err and "notes.wav" in err
+    assert len((tmp_path / "store" / "skipped.jsonl").read_text().splitlines()) == 1
+    (tmp_path / "audio" / "notes.wav").unlink()
+    (tmp_path / "audio" / "notes.flac").write_bytes(good.read_bytes())  # another clip id: a new clip
+    (tmp_path / "audio" / "notes.wav").write_bytes(speech_clips()[1][0].read_bytes())  # the broken one, whole
+    assert run_label(parse(add_label_arguments, again)) == 0
+    assert "2 clips labelled, 1 already there, 0 skipped" in capsys.readouterr().err
+    assert len(TeacherLabels.open(tmp_path / "store")) == 3
+    assert (tmp_path / "store" / "skipped.jsonl").read_text() == ""
     code = run_label(parse(add_label_arguments, ["--data", tmp_path / "missing.csv", "--out", tmp_path / "x"]))
     assert code == 2 and "missing.csv" in capsys.readouterr().err
 

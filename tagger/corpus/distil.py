@@ -152,6 +152,13 @@ def training_set(caches: dict[str, FeatureCache]) -> FeatureCache | ArrayFeature
                          [clip_id for part in parts for clip_id in part.clip_ids])
 
 
+def note_unlabelled(name: str, data: TeacherTargets) -> None:
+    """Say so when some of a split's clips have no teacher labels (``TeacherTargets`` leaves them out)."""
+    if data.missing:
+        print(f"{name}: {data.missing} clips have no teacher labels and are left out (the label stores' "
+              "skipped.jsonl says why; the next run tries them again)", flush=True)
+
+
 CALIBRATION_POSITIVES = 5  # fewer dev positives: the class keeps the default threshold
 LOWEST_THRESHOLD = 0.1  # a calibrated threshold is never lower
 
@@ -184,6 +191,7 @@ def measure(head_path: Path, caches: dict[str, FeatureCache], stores: dict[str, 
     out: dict = {}
     pool_labels = TeacherLabels.open(*(stores[f"pool-{s}"] for s in SPLITS))
     test = TeacherTargets(caches["pool-test"], pool_labels, 0.0, threshold)
+    note_unlabelled("pool-test", test)
     evaluation = evaluate_head(head, test)
     overall, per_class_r = correlations(evaluation.scores, test.soft_targets())
     out["pool_test"] = {**evaluation.metrics.summary(), "correlation": overall,
@@ -289,6 +297,8 @@ def distil_defaults(pool: Path, corpus: Path, work: Path, teacher_path: Path, mo
         caches = extract_all(model_name, pool, corpus, work, extract_bf16, with_corpus)
         train = TeacherTargets(training_set(caches), train_labels, config.hard_weight, config.teacher_threshold)
         dev = TeacherTargets(caches["pool-dev"], pool_labels, 0.0, config.teacher_threshold)
+        note_unlabelled("training set", train)
+        note_unlabelled("pool-dev", dev)
         for head_type in head_types:
             config.head_type = head_type
             start = init_heads / f"{caches['pool-train'].backbone}.safetensors" if init_heads else None

@@ -12,7 +12,8 @@ Store layout (a directory)::
     part-00000.npz       clip [n, 527] and windows [m, 527] of a few hundred clips
     part-00000.json      their records: clip_id, source, duration, row, first window, windows;
                          written after the .npz, so a part counts only once both are on disk
-    skipped.jsonl        clips that could not be read, and why
+    skipped.jsonl        clips that could not be read, and why; tried again by the next run
+                         (a file missing then, a pool being rebuilt, may be there now)
 
 An interrupted run loses at most the clips of its unfinished part; the next run skips every clip
 already labelled. ``TeacherLabels.open`` reads a store while or after it is written.
@@ -160,13 +161,12 @@ def label_clips(teacher, teacher_path: str | os.PathLike, clips: Sequence[Clip],
     for stale in out.glob("part-*.tmp.npz"):
         stale.unlink()
     done = set(TeacherLabels.open(out).records)
-    skipped_before = {}
-    if (out / SKIPPED_NAME).is_file():
-        for line in (out / SKIPPED_NAME).read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                skipped_before[row["clip_id"]] = row["reason"]
-    todo = [c for c in clips if c.clip_id not in done and c.clip_id not in skipped_before]
+    todo = [c for c in clips if c.clip_id not in done]
+    retried = {c.clip_id for c in todo}
+    if (out / SKIPPED_NAME).is_file():  # keep the skips of clips this run does not try again
+        rows = [line for line in (out / SKIPPED_NAME).read_text().splitlines()
+                if line.strip() and json.loads(line)["clip_id"] not in retried | done]
+        (out / SKIPPED_NAME).write_text("".join(f"{row}\n" for row in rows), encoding="utf-8")
     number = max((int(p.stem.split("-")[1]) + 1 for p in out.glob("part-*.json")), default=0)
     records: list[dict] = []
     clip_rows: list[np.ndarray] = []
