@@ -162,10 +162,10 @@ def label_clips(teacher, teacher_path: str | os.PathLike, clips: Sequence[Clip],
         stale.unlink()
     done = set(TeacherLabels.open(out).records)
     todo = [c for c in clips if c.clip_id not in done]
-    retried = {c.clip_id for c in todo}
     if (out / SKIPPED_NAME).is_file():  # keep the skips of clips this run does not try again
+        settled = done | {c.clip_id for c in todo}
         rows = [line for line in (out / SKIPPED_NAME).read_text().splitlines()
-                if line.strip() and json.loads(line)["clip_id"] not in retried | done]
+                if line.strip() and json.loads(line)["clip_id"] not in settled]
         (out / SKIPPED_NAME).write_text("".join(f"{row}\n" for row in rows), encoding="utf-8")
     number = max((int(p.stem.split("-")[1]) + 1 for p in out.glob("part-*.json")), default=0)
     records: list[dict] = []
